@@ -1,0 +1,34 @@
+#!/bin/sh
+# Set up colinux on Debian 12: the system packages it runs on, a virtualenv
+# in .venv with colinux installed (editable) and its test tools.
+#   ./setup.sh          set up
+#   ./setup.sh --test   set up, then run the whole test suite (lint, types, tests)
+set -eu
+cd "$(dirname "$0")"
+
+# user-mode-linux: the engine; busybox-static: the default guest's userland;
+# bubblewrap: the engine's sandbox; e2fsprogs: disk images for tests;
+# python3-venv: the virtualenv; cpio/util-linux: tools the tests use.
+packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing" >&2
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if [ "${1:-}" = "--test" ]; then
+    .venv/bin/ruff check src tests bench
+    .venv/bin/ruff format --check src tests bench
+    .venv/bin/mypy
+    exec .venv/bin/python -m pytest -q tests
+fi

@@ -1,0 +1,461 @@
+"""The ``colinux`` and ``colinux-daemon`` commands.
+
+``colinux-daemon`` takes coLinux 0.6.2's switches and key=value words
+verbatim; ``colinux`` is the everyday front end (run, start, list, console,
+stop, config). Both share one error policy: a ``UserError`` is one line on
+stderr and exit status 2, any other ``ColinuxError`` one line and status 1;
+a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from colinux.config import cmdline as cmdline_config
+from colinux.config.load import convert, load_file
+from colinux.config.model import Machine
+from colinux.config.paths import DriveMap, check_machine, resolve_machine
+from colinux.console.client import attach_console, request, request_all
+from colinux.console.terminal import DETACH_KEY_NAME
+from colinux.daemon.rundir import check_name, guest_dir
+from colinux.daemon.supervisor import DaemonOptions, run_daemon
+from colinux.errors import ColinuxError, UserError
+from colinux.version import __version__
+
+DEFAULT_GUEST_MEMORY_MB = 256
+
+
+def _warn(message: str) -> None:
+    print(f"colinux: warning: {message}", file=sys.stderr)
+
+
+def default_machine() -> Machine:
+    """The embedded default guest: our initramfs, nothing shared."""
+    return Machine(memory_mb=DEFAULT_GUEST_MEMORY_MB, source="default guest")
+
+
+@dataclass
+class MachineArgs:
+    """What selects and shapes a machine, common to run, start and colinux-daemon."""
+
+    config: str | None = None
+    words: list[str] = field(default_factory=list)
+    drives: list[str] = field(default_factory=list)
+
+    def build(self) -> Machine:
+        """Read, resolve and check the machine: every user mistake surfaces here."""
+        drives = DriveMap.from_sources(self.drives, os.environ)
+        words = cmdline_config.expand_at_files(self.words, cwd=os.getcwd())
+        if self.config:
+            machine = load_file(self.config, warn=_warn)
+            base_dir = os.path.dirname(os.path.abspath(self.config))
+            if words:
+                machine = cmdline_config.parse_cmdline(words, base=machine)
+        else:
+            machine = cmdline_config.parse_cmdline(words, base=default_machine())
+            base_dir = os.getcwd()
+        machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
+        check_machine(machine)
+        return machine
+
+
+# -- colinux-daemon -------------------------------------------------------------
+
+DAEMON_USAGE = """\
+usage: colinux-daemon [-c FILE] [-d] [-k] [-p PIDFILE] [-t TYPE] [--name NAME]
+                      [--drive L=DIR]... [@FILE]... [KEY=VALUE | WORD]...
+
+Start one cooperative Linux guest (coLinux 0.6.2 switches).
+  -c FILE        read the machine from an XML configuration file
+  -d             do not show the console (attach later with 'colinux console NAME')
+  -k             hide the guest kernel's messages
+  -p PIDFILE     write the daemon's pid to PIDFILE
+  -t TYPE        console type (accepted for compatibility; the console is this terminal)
+  --name NAME    guest name, also the engine's umid (default: colinux)
+  --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
+  @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
+  KEY=VALUE      kernel=, mem=, initrd=, cobdN=, hdXN=, cofsN=, ethN=; other words
+                 go to the guest kernel's command line (root=, ro, init=...)
+  --version      show versions;  -h, --help  this help
+Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
+"""
+
+
+@dataclass
+class DaemonArgs(MachineArgs):
+    name: str = "colinux"
+    no_console: bool = False
+    quiet: bool = False
+    pidfile: str | None = None
+    ready_fd: int | None = None
+    job: list[str] | None = None
+    shell: str = "respawn"
+    debug: bool = False
+
+
+def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
+    args = DaemonArgs()
+    words = list(argv)
+    i = 0
+
+    def value(option: str) -> str:
+        nonlocal i
+        if i + 1 >= len(words):
+            raise UserError(f"colinux-daemon: option {option} needs a value")
+        i += 1
+        return words[i]
+
+    while i < len(words):
+        word = words[i]
+        if word in ("-h", "--help"):
+            print(DAEMON_USAGE, end="")
+            raise SystemExit(0)
+        elif word == "--version":
+            print(version_report())
+            raise SystemExit(0)
+        elif word == "-c":
+            args.config = value(word)
+        elif word == "-d":
+            args.no_console = True
+        elif word == "-k":
+            args.quiet = True
+        elif word == "-p":
+            args.pidfile = value(word)
+        elif word == "-t":
+            value(word)
+        elif word == "--debug":
+            args.debug = True
+        elif word == "--name" or word.startswith("--name="):
+            args.name = check_name(word.partition("=")[2] or value(word))
+        elif word == "--drive" or word.startswith("--drive="):
+            args.drives.append(word.partition("=")[2] if "=" in word else value(word))
+        elif word == "--ready-fd":
+            args.ready_fd = int(value(word))
+        elif word == "--":
+            args.job = words[i + 1 :]
+            break
+        elif word.startswith("-") and "=" not in word:
+            raise UserError(
+                f"colinux-daemon: unknown option {word} (see colinux-daemon --help)"
+            )
+        else:
+            args.words.append(word)
+        i += 1
+    return args
+
+
+def daemon_options(args: DaemonArgs, console: str) -> DaemonOptions:
+    return DaemonOptions(
+        name=args.name,
+        console=console,  # type: ignore[arg-type]
+        quiet=args.quiet,
+        job=tuple(args.job) if args.job is not None else None,
+        shell=args.shell,  # type: ignore[arg-type]
+        pidfile=args.pidfile,
+        ready_fd=args.ready_fd,
+    )
+
+
+def local_console_mode(no_console: bool) -> str:
+    if no_console:
+        return "none"
+    return "terminal" if sys.stdin.isatty() and sys.stdout.isatty() else "stdout"
+
+
+def daemon_command(argv: Sequence[str]) -> int:
+    args = parse_daemon_args(argv)
+    _setup_logging(args.debug)
+    machine = args.build()
+    return run_daemon(machine, daemon_options(args, local_console_mode(args.no_console)))
+
+
+# -- colinux ------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors turned into one-line UserErrors."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _machine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", help="XML or KEY=VALUE configuration file")
+    parser.add_argument(
+        "--drive", action="append", default=[], metavar="L=DIR", help="map DOS drive L: to DIR"
+    )
+    parser.add_argument("-k", "--quiet", action="store_true", help="hide kernel messages")
+    parser.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="machine settings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="colinux", description="Cooperative Linux for Linux hosts.")
+    parser.add_argument("--version", action="store_true", help="show the versions of all parts")
+    parser.add_argument("--debug", action="store_true", help="tracebacks and engine details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="boot a guest in the foreground; with '-- CMD', run CMD in it and exit with its status",
+        description="Boot the default guest (or -c FILE) with its console on this terminal. "
+        "With '-- CMD ARGS...', run CMD in the guest, print its output and exit with its status.",
+    )
+    run.add_argument("--name", help="guest name (default: run-PID)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show kernel boot messages")
+    _machine_options(run)
+
+    start = sub.add_parser("start", help="start a named guest in the background")
+    start.add_argument("name")
+    _machine_options(start)
+
+    sub.add_parser("list", help="list running guests")
+
+    console = sub.add_parser(
+        "console", help=f"attach this terminal to a guest's console ({DETACH_KEY_NAME} detaches)"
+    )
+    console.add_argument("name")
+    console.add_argument("--no-replay", action="store_true", help="do not replay recent output")
+
+    stop = sub.add_parser("stop", help="shut a guest down (forced after a timeout)")
+    stop.add_argument("name")
+    stop.add_argument("--force", action="store_true", help="do not wait for a clean shutdown")
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+
+    config = sub.add_parser("config", help="check or convert configuration files")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    check = config_sub.add_parser("check", help="validate a configuration without starting anything")
+    check.add_argument("file")
+    check.add_argument("--drive", action="append", default=[], metavar="L=DIR")
+    conv = config_sub.add_parser("convert", help="print a configuration in the other form")
+    conv.add_argument("file")
+    conv.add_argument("--to", choices=("cmdline", "xml"), required=True)
+    return parser
+
+
+def _split_job(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    argv = list(argv)
+    if "--" in argv:
+        at = argv.index("--")
+        return argv[:at], argv[at + 1 :]
+    return argv, None
+
+
+def cmd_run(ns: argparse.Namespace, job: list[str] | None) -> int:
+    args = MachineArgs(config=ns.config, words=ns.settings, drives=ns.drive)
+    machine = args.build()
+    if job is not None and not job:
+        raise UserError("colinux run: '--' must be followed by a command")
+    name = check_name(ns.name or f"run-{os.getpid()}")
+    console = local_console_mode(False)
+    if job is not None and console == "terminal" and not sys.stdin.isatty():
+        console = "stdout"
+    options = DaemonOptions(
+        name=name,
+        console=console,  # type: ignore[arg-type]
+        quiet=not ns.verbose or ns.quiet,
+        job=tuple(job) if job is not None else None,
+        shell="once",
+    )
+    return run_daemon(machine, options)
+
+
+def cmd_start(ns: argparse.Namespace) -> int:
+    name = check_name(ns.name)
+    args = MachineArgs(config=ns.config, words=ns.settings, drives=ns.drive)
+    args.build()  # every mistake is reported here, before anything starts
+    if guest_dir(name).is_live():
+        raise UserError(f"guest {name!r} is already running")
+    read_end, write_end = os.pipe()
+    argv = [sys.executable, "-m", "colinux.cli", "daemon", "--name", name, "-d"]
+    argv += ["--ready-fd", str(write_end)]
+    if ns.config:
+        argv += ["-c", os.path.abspath(ns.config)]
+    if ns.quiet:
+        argv.append("-k")
+    for d in ns.drive:
+        argv += ["--drive", d]
+    argv += list(ns.settings)
+    log_path = guest_dir(name).log_file
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+    finally:
+        os.close(fd)
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as ready:
+        answer = ready.read().decode(errors="replace").strip()
+    if answer == "ok":
+        print(f"started guest {name} (attach: colinux console {name}; stop: colinux stop {name})")
+        return 0
+    status, _, message = answer.partition(" ")
+    if not status.isdigit():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+        message = tail[0] if tail else f"the daemon failed; see {log_path}"
+        status = "1"
+    raise (UserError if status == "2" else ColinuxError)(message)
+
+
+def _uptime(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def cmd_list() -> int:
+    rows = [("NAME", "STATE", "PID", "MEMORY", "UPTIME")]
+    now = time.time()
+    for status in request_all({"op": "status"}):
+        rows.append(
+            (
+                str(status["name"]),
+                str(status["state"]),
+                str(status["pid"]),
+                f"{status['memory_mb']}M",
+                _uptime(now - float(status["started"])),  # type: ignore[arg-type]
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_stop(ns: argparse.Namespace) -> int:
+    name = check_name(ns.name)
+    gdir = guest_dir(name)
+    if not gdir.is_live():
+        raise UserError(f"no running guest named {name!r} (see colinux list)")
+    request(name, {"op": "stop", "force": ns.force})
+    deadline = time.monotonic() + ns.timeout
+    forced = ns.force
+    while gdir.is_live():
+        if time.monotonic() > deadline and not forced:
+            with contextlib.suppress(ColinuxError):
+                request(name, {"op": "stop", "force": True})
+            forced = True
+            deadline = time.monotonic() + 10
+        elif time.monotonic() > deadline:
+            raise ColinuxError(f"guest {name} did not stop")
+        time.sleep(0.05)
+    return 0
+
+
+def cmd_config(ns: argparse.Namespace) -> int:
+    if ns.config_command == "check":
+        machine = MachineArgs(config=ns.file, drives=ns.drive).build()
+        enabled = machine.enabled_block_devices()
+        print(
+            f"{ns.file}: ok ({machine.memory_mb} MB, {len(enabled)} block device(s), "
+            f"{len(machine.cofs)} cofs share(s), {len(machine.networks)} network card(s))"
+        )
+        return 0
+    if ns.config_command == "convert":
+        print(convert(ns.file, ns.to, warn=_warn), end="")
+        return 0
+    raise UserError("colinux config: expected an action: check or convert")
+
+
+def version_report() -> str:
+    from colinux.engine.uml import DEFAULT_KERNEL, kernel_release
+    from colinux.guest.image import busybox_version
+
+    try:
+        kernel = kernel_release(DEFAULT_KERNEL)
+    except OSError:
+        kernel = "not installed (Debian package user-mode-linux)"
+    lines = [
+        f"colinux {__version__}",
+        f"colinux-daemon {__version__}",
+        f"guest tools {__version__}",
+        f"guest kernel (UML) {kernel} ({DEFAULT_KERNEL})",
+        f"default guest userland {busybox_version() or 'busybox not installed (busybox-static)'}",
+    ]
+    return "\n".join(lines)
+
+
+def colinux_command(argv: Sequence[str]) -> int:
+    if argv[:1] == ["daemon"]:  # how `colinux start` runs the daemon
+        return daemon_command(argv[1:])
+    before, job = _split_job(argv)
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(before)
+    # KEY=VALUE words may stand between options: argparse leaves the later ones over.
+    for word in rest:
+        if word.startswith("-") or ns.command not in ("run", "start"):
+            raise UserError(f"colinux: unrecognized argument {word!r} (see colinux --help)")
+        ns.settings.append(word)
+    _setup_logging(ns.debug)
+    if ns.version:
+        print(version_report())
+        return 0
+    if job is not None and ns.command != "run":
+        raise UserError("colinux: '-- CMD' is only for 'colinux run'")
+    if ns.command == "run":
+        return cmd_run(ns, job)
+    if ns.command == "start":
+        return cmd_start(ns)
+    if ns.command == "list":
+        return cmd_list()
+    if ns.command == "console":
+        return attach_console(check_name(ns.name), replay=not ns.no_replay)
+    if ns.command == "stop":
+        return cmd_stop(ns)
+    if ns.command == "config":
+        return cmd_config(ns)
+    build_parser().print_help()
+    return 2
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="colinux: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> NoReturn:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    prog = "colinux-daemon" if command is daemon_command else "colinux"
+    try:
+        status = command(argv)
+    except ColinuxError as e:
+        if debug:
+            raise
+        message = str(e)
+        print(message if message.startswith(("colinux", prog)) else f"{prog}: {message}", file=sys.stderr)
+        status = e.exit_status
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)
+
+
+def colinux_main(argv: Sequence[str] | None = None) -> NoReturn:
+    _main(colinux_command, argv)
+
+
+def daemon_main(argv: Sequence[str] | None = None) -> NoReturn:
+    _main(daemon_command, argv)
+
+
+if __name__ == "__main__":
+    colinux_main()

@@ -1,0 +1,121 @@
+"""The machine model: the one thing config readers produce and engines consume.
+
+A ``Machine`` is a frozen dataclass tree. The XML reader (``config.xml``) and
+the command-line reader (``config.cmdline``) each build one; their writers
+turn one back into text, and reading what a writer wrote gives an equal
+``Machine``. Paths in a ``Machine`` are as the user wrote them (``raw``) and,
+once resolved (``config.paths``), absolute host paths (``host``).
+
+Run-time state (processes, sockets) never lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+MAX_INDEX = 31  # cobd0..cobd31, cofs0..cofs31 as in coLinux 0.6.2
+MAX_NETWORK_INDEX = 31
+DEFAULT_KERNEL = "vmlinux"  # XML <image> default in the original
+DEFAULT_MEMORY_MB = 32  # the 0.6 command-line default
+
+
+class CofsType(str, Enum):
+    FLAT = "flat"
+    META = "meta"
+
+
+class NetworkType(str, Enum):
+    """Network card types; values are the XML spellings."""
+
+    TAP = "tap"  # command line: tuntap
+    BRIDGED = "bridged"  # command line: pcap-bridge
+    SLIRP = "slirp"
+
+    @property
+    def cmdline_name(self) -> str:
+        return {"tap": "tuntap", "bridged": "pcap-bridge", "slirp": "slirp"}[self.value]
+
+
+@dataclass(frozen=True)
+class HostPath:
+    """A path as written by the user, and its host meaning once resolved.
+
+    ``host`` is None until ``config.paths.resolve_machine`` has run.
+    """
+
+    raw: str
+    host: str | None = None
+
+    def __str__(self) -> str:
+        return self.host if self.host is not None else self.raw
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """``cobdN=PATH`` / ``<block_device index=N path=... alias=... enabled=...>``."""
+
+    index: int
+    path: HostPath
+    alias: str | None = None  # e.g. "hda1", "sdb2": a second guest name for the same disk
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class CofsShare:
+    """``cofsN=PATH[,flat|meta][,ro]`` / ``<cofs_device index=N path=... type=...>``."""
+
+    index: int
+    path: HostPath
+    type: CofsType = CofsType.FLAT
+    readonly: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Redirection:
+    """A slirp port redirection ``tcp|udp:HOSTPORT:GUESTPORT[:COUNT]``."""
+
+    protocol: str  # "tcp" or "udp"
+    host_port: int
+    guest_port: int
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class NetworkCard:
+    """``ethN=TYPE,...`` / ``<network index=N type=... name=... mac=... redir=... promisc=...>``."""
+
+    index: int
+    type: NetworkType
+    name: str | None = None  # host-side connection name (tap or bridged)
+    mac: str | None = None  # "00:ff:12:34:56:78", lower case; None: chosen at start
+    redirections: tuple[Redirection, ...] = ()  # slirp only
+    promisc: bool = True  # bridged only
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One cooperative guest, as configured.
+
+    ``kernel`` None means the engine's own kernel (``/usr/bin/linux.uml``);
+    ``initrd`` None with no root device means the embedded default guest.
+    ``bootparams`` are words for the guest kernel command line, in order:
+    the XML ``<bootparams>`` text split on spaces, or the command-line keys
+    colinux does not know itself (``root=``, ``ro``, ``init=``...).
+    """
+
+    kernel: HostPath | None = None
+    memory_mb: int = DEFAULT_MEMORY_MB
+    initrd: HostPath | None = None
+    bootparams: tuple[str, ...] = ()
+    block_devices: tuple[BlockDevice, ...] = ()
+    cofs: tuple[CofsShare, ...] = ()
+    networks: tuple[NetworkCard, ...] = ()
+    source: str | None = field(default=None, compare=False)  # file it was read from, for messages
+
+    def enabled_block_devices(self) -> tuple[BlockDevice, ...]:
+        return tuple(sorted((d for d in self.block_devices if d.enabled), key=lambda d: d.index))
+
+    def with_overrides(self, **changes: object) -> Machine:
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,185 @@
+"""The values both configuration forms share: one parser and one writer per value.
+
+The XML form (``config.xml``) and the key=value command line (``config.cmdline``)
+spell their settings differently but hold the same values: indexes, sizes,
+booleans, MAC addresses, slirp redirections, block-device aliases. Each value
+is parsed and written here, once, so the two forms cannot drift apart::
+
+    parse_index("3")                  # 3
+    parse_memory("128M")              # 128
+    parse_mac("00:FF:12:34:56:78")    # "00:ff:12:34:56:78"
+    parse_redirections("tcp:2222:22") # (Redirection("tcp", 2222, 22),)
+
+A parser raises ``BadValue`` whose message says what was expected (no
+location); the reader that called it adds the file, line or word and turns it
+into a ``UserError``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from colinux.config.model import MAX_INDEX, CofsType, NetworkType, Redirection
+
+# No cap below 1 GB (the original's limit), but a sane ceiling so a typo such as
+# mem=1280000000 is caught here rather than by the host's memory allocator.
+MAX_MEMORY_MB = 1024 * 1024  # 1 TiB
+
+# Guest names for a block device, as in coLinux: hda1, hdb, sda2...
+ALIAS_PATTERN = re.compile(r"(?:hd|sd)[a-z][0-9]*", re.ASCII)
+
+# Command-line and XML spellings of the network types.
+CMDLINE_NETWORK_TYPES = {
+    "tuntap": NetworkType.TAP,
+    "pcap-bridge": NetworkType.BRIDGED,
+    "slirp": NetworkType.SLIRP,
+    # The XML spellings are accepted on the command line too: harmless, and it
+    # spares a user who copies type="tap" from an XML file a confusing error.
+    "tap": NetworkType.TAP,
+    "bridged": NetworkType.BRIDGED,
+}
+
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_MEMORY = re.compile(r"([0-9]+)([mMgG]?)", re.ASCII)
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}", re.ASCII)
+
+
+class BadValue(ValueError):
+    """A value that does not parse; the message says what was expected."""
+
+
+def _small_int(text: str) -> int | None:
+    """``int(text)`` for plain decimal digits, None for anything else.
+
+    Guards against int()'s acceptance of "+1", " 1", "1_000" and non-ASCII
+    digits, and against its error on numbers over 4300 digits long: such
+    numbers are simply "too large" for every value here.
+    """
+    if not _DIGITS.fullmatch(text):
+        return None
+    stripped = text.lstrip("0") or "0"
+    if len(stripped) > 18:
+        return 10**18
+    return int(stripped)
+
+
+def parse_index(text: str, maximum: int = MAX_INDEX) -> int:
+    """A device index such as the 3 of cobd3: 0..maximum."""
+    number = _small_int(text)
+    if number is None:
+        raise BadValue(f"expected an index from 0 to {maximum}")
+    if number > maximum:
+        raise BadValue(f"index {text} is out of range (0..{maximum})")
+    return number
+
+
+def parse_bool(text: str) -> bool:
+    """XML's ``true``/``false`` (any case)."""
+    lowered = text.lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise BadValue("expected true or false")
+
+
+def format_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def parse_memory(text: str) -> int:
+    """Guest memory in megabytes: ``128``, ``128M`` or ``2G``."""
+    match = _MEMORY.fullmatch(text)
+    number = _small_int(match.group(1)) if match else None
+    if match is None or number is None:
+        raise BadValue("expected a size in megabytes")
+    if match.group(2) in ("g", "G"):
+        number *= 1024
+    if number < 1:
+        raise BadValue("expected a size in megabytes of at least 1")
+    if number > MAX_MEMORY_MB:
+        raise BadValue(f"expected a size in megabytes of at most {MAX_MEMORY_MB} (1 TiB)")
+    return number
+
+
+def parse_mac(text: str) -> str:
+    """A unicast MAC address, returned lower case with colons."""
+    if not _MAC.fullmatch(text):
+        raise BadValue("expected a MAC address such as 00:ff:12:34:56:78")
+    mac = text.lower().replace("-", ":")
+    if int(mac[:2], 16) & 1:
+        raise BadValue("a network card needs a unicast MAC address (an even first byte)")
+    return mac
+
+
+def _port(text: str, what: str) -> int:
+    number = _small_int(text)
+    if number is None or not 1 <= number <= 65535:
+        raise BadValue(f"{what} {text!r} is not a port number (1..65535)")
+    return number
+
+
+def parse_redirection(text: str) -> Redirection:
+    """One slirp redirection: ``tcp|udp:HOSTPORT:GUESTPORT[:COUNT]``."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or parts[0].lower() not in ("tcp", "udp"):
+        raise BadValue(
+            f"redirection {text!r}: expected tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22"
+        )
+    host_port = _port(parts[1], f"redirection {text!r}: host port")
+    guest_port = _port(parts[2], f"redirection {text!r}: guest port")
+    count = 1
+    if len(parts) == 4:
+        parsed = _small_int(parts[3])
+        if parsed is None or parsed < 1:
+            raise BadValue(f"redirection {text!r}: expected a COUNT of at least 1")
+        count = parsed
+    if max(host_port, guest_port) + count - 1 > 65535:
+        raise BadValue(f"redirection {text!r}: the ports run past 65535")
+    return Redirection(parts[0].lower(), host_port, guest_port, count)
+
+
+def parse_redirections(text: str) -> tuple[Redirection, ...]:
+    """Slirp redirections joined by ``/``; the empty text means none."""
+    if text == "":
+        return ()
+    return tuple(parse_redirection(part) for part in text.split("/"))
+
+
+def format_redirection(redirection: Redirection) -> str:
+    text = f"{redirection.protocol}:{redirection.host_port}:{redirection.guest_port}"
+    if redirection.count != 1:
+        text += f":{redirection.count}"
+    return text
+
+
+def format_redirections(redirections: tuple[Redirection, ...]) -> str:
+    return "/".join(format_redirection(r) for r in redirections)
+
+
+def parse_alias(text: str) -> str:
+    """A guest name for a block device: ``hd`` or ``sd``, a letter, digits."""
+    if not ALIAS_PATTERN.fullmatch(text):
+        raise BadValue("expected an alias such as hda1 or sdb2")
+    return text
+
+
+def parse_cofs_type(text: str) -> CofsType:
+    try:
+        return CofsType(text.lower())
+    except ValueError:
+        raise BadValue("expected flat or meta") from None
+
+
+def parse_xml_network_type(text: str) -> NetworkType:
+    try:
+        return NetworkType(text.lower())
+    except ValueError:
+        raise BadValue("expected tap, bridged or slirp") from None
+
+
+def parse_cmdline_network_type(text: str) -> NetworkType:
+    try:
+        return CMDLINE_NETWORK_TYPES[text.lower()]
+    except KeyError:
+        raise BadValue("expected tuntap, pcap-bridge or slirp") from None

@@ -1,0 +1,152 @@
+"""Clients of a guest daemon's control socket: requests and the terminal console.
+
+    request("web", {"op": "status"})     # one request, one reply
+    attach_console("web")                 # this terminal becomes web's console
+
+While attached, the terminal is raw: every key goes to the guest except the
+detach key (Ctrl-]), which leaves the guest running. Several consoles may be
+attached to one guest at once; each sees the recent output replayed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+from colinux.console.terminal import DETACH_KEY, DETACH_KEY_NAME, raw_terminal, window_size
+from colinux.daemon import protocol
+from colinux.daemon.rundir import GuestDir, guest_dir, list_guests
+from colinux.errors import ColinuxError, UserError
+
+
+def _connect(gdir: GuestDir, timeout: float = 5.0) -> socket.socket:
+    if not gdir.is_live():
+        raise UserError(f"no running guest named {gdir.name!r} (see colinux list)")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(gdir.control_socket))
+    except OSError as e:
+        sock.close()
+        raise ColinuxError(f"guest {gdir.name}: cannot reach its daemon: {e}") from e
+    return sock
+
+
+def _read_reply(sock: socket.socket, decoder: protocol.FrameDecoder) -> dict[str, object]:
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ColinuxError("the daemon closed the connection")
+        for kind, payload in decoder.feed(data):
+            if kind == protocol.JSON:
+                return protocol.decode_json(payload)
+
+
+def request(name: str, message: dict[str, object]) -> dict[str, object]:
+    gdir = guest_dir(name)
+    with _connect(gdir) as sock:
+        sock.sendall(protocol.encode_json(message))
+        try:
+            reply = _read_reply(sock, protocol.FrameDecoder())
+        except (OSError, protocol.ProtocolError) as e:
+            raise ColinuxError(f"guest {name}: {e}") from e
+    if not reply.get("ok"):
+        raise ColinuxError(f"guest {name}: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def request_all(message: dict[str, object]) -> list[dict[str, object]]:
+    """The replies of every live guest; run directories of dead daemons are removed."""
+    replies = []
+    for gdir in list_guests():
+        if not gdir.is_live():
+            _remove_stale(gdir)
+            continue
+        with contextlib.suppress(ColinuxError):
+            replies.append(request(gdir.name, message))
+    return replies
+
+
+def _remove_stale(gdir: GuestDir) -> None:
+    import shutil
+
+    shutil.rmtree(gdir.path, ignore_errors=True)
+
+
+def attach_console(name: str, *, replay: bool = True) -> int:
+    """Attach this terminal to guest ``name`` until detached or the guest stops."""
+    gdir = guest_dir(name)
+    sock = _connect(gdir)
+    sock.settimeout(None)
+    return asyncio.run(_attach(sock, name, replay))
+
+
+async def _attach(sock: socket.socket, name: str, replay: bool) -> int:
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(protocol.encode_json({"op": "attach", "replay": replay}))
+    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    interactive = os.isatty(in_fd)
+    detached = asyncio.Event()
+
+    def send_size() -> None:
+        size = window_size(in_fd)
+        if size:
+            writer.write(protocol.encode_json({"op": "resize", "rows": size[0], "cols": size[1]}))
+
+    def typed() -> None:
+        try:
+            data = os.read(in_fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(in_fd)
+            if interactive:
+                detached.set()
+            return
+        if interactive and DETACH_KEY in data:
+            data = data[: data.index(DETACH_KEY)]
+            detached.set()
+        if data:
+            writer.write(protocol.encode_data(data))
+
+    async def show() -> None:
+        decoder = protocol.FrameDecoder()
+        while data := await reader.read(65536):
+            for kind, payload in decoder.feed(data):
+                if kind == protocol.DATA:
+                    os.write(out_fd, payload)
+                elif kind == protocol.JSON:
+                    reply = protocol.decode_json(payload)
+                    if not reply.get("ok"):
+                        raise ColinuxError(f"guest {name}: {reply.get('error')}")
+
+    if interactive:
+        print(f"[attached to {name}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
+        send_size()
+    with raw_terminal(in_fd):
+        loop.add_reader(in_fd, typed)
+        if interactive:
+            loop.add_signal_handler(signal.SIGWINCH, send_size)
+        output = asyncio.create_task(show())
+        wait_detach = asyncio.create_task(detached.wait())
+        try:
+            done, _ = await asyncio.wait({output, wait_detach}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(in_fd)
+            if interactive:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            output.cancel()
+            wait_detach.cancel()
+            writer.close()
+    if output in done:
+        with contextlib.suppress(asyncio.CancelledError):
+            output.result()  # a protocol error surfaces here
+        print(f"\r\n[guest {name} has stopped]", file=sys.stderr)
+    else:
+        print(f"\r\n[detached from {name}; it keeps running]", file=sys.stderr)
+    return 0

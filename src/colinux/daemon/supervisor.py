@@ -1,0 +1,444 @@
+"""The daemon: one guest's supervisor.
+
+It claims the guest's run directory, starts the engine, serves the guest's
+console (``ConsoleHub``) on the terminal and on the control socket, answers
+the guest agent, turns signals into guest actions (SIGTERM/SIGINT: clean
+shutdown; SIGHUP: Ctrl-Alt-Del, as coLinux did) and, whatever happens,
+leaves no engine process and no run directory behind::
+
+    status = run_daemon(machine, DaemonOptions(name="web", console="none"))
+
+Stopping walks a ladder: ask the guest agent to power off, then halt through
+the engine (disks flushed first), then kill the engine's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from colinux.config.model import Machine
+from colinux.console.terminal import raw_terminal, set_window_size, window_size
+from colinux.daemon import protocol
+from colinux.daemon.hub import ConsoleHub
+from colinux.daemon.rundir import ClaimedGuestDir
+from colinux.engine.base import BootSpec, GuestChannels
+from colinux.engine.uml import UmlEngine
+from colinux.errors import ColinuxError, UserError
+from colinux.guest.image import default_initramfs
+from colinux.version import __version__
+
+log = logging.getLogger("colinux.daemon")
+
+ConsoleMode = Literal["terminal", "stdout", "none"]
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    name: str
+    console: ConsoleMode = "none"
+    quiet: bool = False  # -k: hide guest kernel messages
+    job: tuple[str, ...] | None = None  # `colinux run -- CMD`: run it, exit with its status
+    shell: Literal["once", "respawn"] = "respawn"  # default guest: shell again after exit?
+    pidfile: str | None = None
+    ready_fd: int | None = None  # write "ok" here once serving (for `colinux start`)
+    stop_timeout: float = 10.0
+    extra_kernel_args: tuple[str, ...] = field(default=())
+
+
+def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootSpec:
+    """Which initrd to boot: the user's, none (root= on a disk), or the default guest."""
+    has_root = any(w.startswith("root=") for w in machine.bootparams)
+    if machine.initrd is not None:
+        initrd, default_guest = machine.initrd.host or machine.initrd.raw, False
+    elif has_root:
+        initrd, default_guest = None, False
+    else:
+        initrd, default_guest = str(default_initramfs()), True
+    if options.job is not None and initrd is None:
+        raise UserError(
+            "'-- CMD' needs colinux's guest tools: use the default guest or an initrd "
+            f"built by colinux, not root= alone ({' '.join(machine.bootparams)})"
+        )
+    term = os.environ.get("TERM", "linux") if options.console == "terminal" else "linux"
+    extra = (f"TERM={term}",) if default_guest else ()
+    return BootSpec(
+        machine=machine,
+        name=options.name,
+        state_dir=state_dir,
+        initrd=initrd,
+        default_guest=default_guest,
+        quiet=options.quiet,
+        extra_kernel_args=extra + options.extra_kernel_args,
+    )
+
+
+class Supervisor:
+    def __init__(self, machine: Machine, options: DaemonOptions) -> None:
+        self.machine = machine
+        self.options = options
+        self.state = "starting"
+        self.agent_version: str | None = None
+        self.job_status: int | None = None
+        self.failure: ColinuxError | None = None  # reported when the daemon ends
+        self.stop_requested = False
+        self.started = time.time()
+        self._agent_writer: asyncio.StreamWriter | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._local_output = True  # the local console still shows guest output
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        gdir = ClaimedGuestDir(self.options.name)
+        try:
+            spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
+            self.engine = UmlEngine(spec)
+            channels = await self.engine.start()
+            try:
+                return await self._serve(loop, gdir, channels)
+            finally:
+                self.engine.kill()
+                await self.engine.wait()
+        finally:
+            gdir.release()
+            if self.options.pidfile:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.options.pidfile)
+
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, gdir: ClaimedGuestDir, channels: GuestChannels
+    ) -> int:
+        self.hub = ConsoleHub(channels.console, loop)
+        gdir.write_info(
+            engine_pid=self.engine.pid,
+            memory_mb=self.machine.memory_mb,
+            source=self.machine.source,
+        )
+        if self.options.pidfile:
+            with open(self.options.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
+        try:
+            server = await asyncio.start_unix_server(
+                self._serve_client, path=str(gdir.control_socket)
+            )
+        finally:
+            os.umask(old_umask)
+        agent_task = asyncio.create_task(self._agent(channels.agent))
+        errors_task = asyncio.create_task(self._errors_channel(channels.errors))
+        for signum, action in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self._ctrl_alt_del),
+        ):
+            loop.add_signal_handler(signum, action)
+        self.state = "booting" if self.engine.spec.default_guest else "running"
+        self._notify_ready("ok")
+        try:
+            with self._local_console(loop):
+                status = await self.engine.wait()
+                self.hub.drain()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.state = "stopped"
+            server.close()
+            for writer in list(self._clients):
+                writer.close()
+            agent_task.cancel()
+            errors_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await agent_task
+            with contextlib.suppress(asyncio.CancelledError):
+                await errors_task
+            self.hub.close()
+        return self._exit_status(status)
+
+    def _exit_status(self, engine_status: int) -> int:
+        if self.failure is not None:
+            raise self.failure
+        if self.options.job is not None:
+            if self.job_status is not None:
+                return self.job_status
+            if self.stop_requested:
+                return 128 + signal.SIGTERM
+            raise ColinuxError(
+                f"guest {self.options.name} ended before the command finished "
+                f"(engine status {engine_status}){self._engine_said()}"
+            )
+        if engine_status == 0 or self.stop_requested:
+            return 0
+        raise ColinuxError(
+            f"engine of guest {self.options.name} exited with {engine_status}{self._engine_said()}"
+        )
+
+    def _engine_said(self) -> str:
+        tail = self.engine.log_tail(400).strip().splitlines()
+        return f"; the engine said: {tail[-1]}" if tail else ""
+
+    def _notify_ready(self, message: str) -> None:
+        fd = self.options.ready_fd
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, message.encode() + b"\n")
+                os.close(fd)
+            self.options = _replace(self.options, ready_fd=None)
+
+    # -- stopping -------------------------------------------------------------
+
+    def request_stop(self, force: bool = False) -> None:
+        if self.stop_requested and not force:
+            return
+        self.stop_requested = True
+        asyncio.get_running_loop().create_task(self.stop(force=force))
+
+    async def stop(self, force: bool = False) -> None:
+        """The termination ladder; returns once the engine has ended."""
+        self.state = "stopping"
+        timeout = self.options.stop_timeout
+        if not force and self._agent_writer is not None:
+            log.info("asking the guest agent to power off")
+            with contextlib.suppress(OSError):
+                self._agent_writer.write(b"POWEROFF\n")
+            if await self._engine_ends_within(timeout):
+                return
+        if not force:
+            log.info("halting the guest through the engine")
+            await self.engine.halt()
+            if await self._engine_ends_within(min(timeout, 5.0)):
+                return
+        log.info("killing the engine")
+        self.engine.kill()
+
+    async def _engine_ends_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self.engine.wait()), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _ctrl_alt_del(self) -> None:
+        async def cad() -> None:
+            try:
+                await self.engine.ctrl_alt_del()
+            except ColinuxError as e:
+                log.warning("Ctrl-Alt-Del: %s", e)
+
+        asyncio.get_running_loop().create_task(cad())
+
+    # -- the guest agent --------------------------------------------------------
+
+    async def _agent(self, fd: int) -> None:
+        import socket
+
+        reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+        try:
+            while line := await reader.readline():
+                words = line.decode(errors="replace").split()
+                if not words:
+                    continue
+                if words[0] == "HELLO" and len(words) >= 2:
+                    self._hello(words[1], writer)
+                elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
+                    # Output written before the exit report is already in the
+                    # console's buffer: pass it on, then show no more (the
+                    # guest's power-off messages are not the command's).
+                    self.hub.drain()
+                    self._local_output = False
+                    self.job_status = int(words[1])
+        finally:
+            writer.close()
+
+    def _hello(self, version: str, writer: asyncio.StreamWriter) -> None:
+        if version != __version__:
+            self.failure = UserError(
+                f"guest tools version {version} do not match colinux {__version__}: "
+                "rebuild the initrd with this colinux (the guest was stopped)"
+            )
+            writer.write(b"REFUSE\n")
+            self.request_stop()
+            return
+        if self.agent_version is not None and self.options.job is not None:
+            self.failure = ColinuxError("guest rebooted before the command finished")
+            writer.write(b"REFUSE\n")
+            return
+        self.agent_version = version
+        self._agent_writer = writer
+        self.state = "running"
+        if self.options.job is not None:
+            mode = "tty" if self.options.console == "terminal" else "raw"
+            command = base64.b64encode(shlex.join(self.options.job).encode()).decode()
+            writer.write(f"RUN {mode} {command}\n".encode())
+        else:
+            writer.write(f"SHELL {self.options.shell}\n".encode())
+        if self.stop_requested:
+            writer.write(b"POWEROFF\n")
+
+    async def _errors_channel(self, fd: int) -> None:
+        """tty14: a job's stderr in raw mode; anything else joins the console."""
+        import socket
+
+        reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+        try:
+            while data := await reader.read(65536):
+                if self.options.job is not None and self.options.console != "terminal":
+                    with contextlib.suppress(OSError):
+                        sys.stderr.buffer.write(data)
+                        sys.stderr.buffer.flush()
+                else:
+                    for sink in list(self.hub.sinks):
+                        sink(data)
+        finally:
+            writer.close()
+
+    # -- consoles ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _local_console(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+        mode = self.options.console
+        if mode == "none":
+            yield
+            return
+        out_fd = sys.stdout.fileno()
+
+        def show(data: bytes) -> None:
+            if not self._local_output:
+                return
+            try:
+                while data:
+                    n = os.write(out_fd, data)
+                    data = data[n:]
+            except BlockingIOError:
+                pass  # a stalled terminal drops output rather than stall the guest
+            except OSError:
+                self._local_output = False  # stdout closed (e.g. piped into head)
+
+        detach = self.hub.attach(show, replay=True)
+        if mode != "terminal":
+            try:
+                yield
+            finally:
+                detach()
+            return
+        in_fd = sys.stdin.fileno()
+
+        def resize() -> None:
+            size = window_size(in_fd)
+            if size:
+                set_window_size(self.hub.fd, *size)
+
+        def typed() -> None:
+            try:
+                data = os.read(in_fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(in_fd)
+                return
+            self.hub.write(data)
+
+        resize()
+        with raw_terminal(in_fd):
+            loop.add_reader(in_fd, typed)
+            loop.add_signal_handler(signal.SIGWINCH, resize)
+            try:
+                yield
+            finally:
+                loop.remove_reader(in_fd)
+                loop.remove_signal_handler(signal.SIGWINCH)
+                detach()
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):  # type: ignore[no-untyped-def]
+        self._clients.add(writer)
+        decoder = protocol.FrameDecoder()
+        detach = None
+
+        def send(data: bytes) -> None:
+            if writer.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > 4 << 20:
+                log.warning("dropping a console client that does not read")
+                writer.close()
+                return
+            writer.write(protocol.encode_data(data))
+
+        try:
+            while data := await reader.read(65536):
+                for kind, payload in decoder.feed(data):
+                    if kind == protocol.DATA:
+                        if detach is not None:
+                            self.hub.write(payload)
+                        continue
+                    request = protocol.decode_json(payload)
+                    op = request.get("op")
+                    if op == "attach":
+                        writer.write(protocol.encode_json({"ok": True, "name": self.options.name}))
+                        if detach is None:
+                            detach = self.hub.attach(send, replay=bool(request.get("replay", True)))
+                    elif op == "resize":
+                        rows, cols = request.get("rows"), request.get("cols")
+                        if isinstance(rows, int) and isinstance(cols, int):
+                            set_window_size(self.hub.fd, rows, cols)
+                    else:
+                        writer.write(protocol.encode_json(await self._request(request)))
+        except (protocol.ProtocolError, ConnectionError) as e:
+            log.warning("control client: %s", e)
+        finally:
+            if detach is not None:
+                detach()
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _request(self, request: dict[str, object]) -> dict[str, object]:
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "stop":
+            self.request_stop(force=bool(request.get("force")))
+            return {"ok": True}
+        if op == "cad":
+            self._ctrl_alt_del()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown request {op!r}"}
+
+    def status(self) -> dict[str, object]:
+        return {
+            "name": self.options.name,
+            "state": self.state,
+            "pid": os.getpid(),
+            "engine_pid": self.engine.pid,
+            "memory_mb": self.machine.memory_mb,
+            "started": self.started,
+            "version": __version__,
+            "agent_version": self.agent_version,
+            "kernel": self.engine.kernel,
+            "source": self.machine.source,
+        }
+
+
+def _replace(options: DaemonOptions, **changes: object) -> DaemonOptions:
+    from dataclasses import replace
+
+    return replace(options, **changes)  # type: ignore[arg-type]
+
+
+def run_daemon(machine: Machine, options: DaemonOptions) -> int:
+    """Run one guest to its end; its exit status (see ``Supervisor``)."""
+    supervisor = Supervisor(machine, options)
+    try:
+        return asyncio.run(supervisor.run())
+    except ColinuxError as e:
+        if options.ready_fd is not None:
+            supervisor._notify_ready(f"{e.exit_status} {e}")
+        raise

@@ -1,0 +1,74 @@
+"""The small interface every cooperative engine offers the daemon.
+
+An engine turns a resolved ``Machine`` into a running guest and hands back
+the host ends of the guest's character channels. UML is the engine today;
+QEMU will be another implementation of the same class::
+
+    engine = UmlEngine(boot)
+    channels = await engine.start()
+    ...                               # daemon serves channels.console etc.
+    await engine.halt()               # clean halt without guest cooperation
+    status = await engine.wait()
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from colinux.config.model import Machine
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """What the daemon asks of an engine: the machine and how to present it."""
+
+    machine: Machine  # resolved: every HostPath has .host
+    name: str  # guest name; UML's umid
+    state_dir: str  # private, writable directory for the engine's sockets
+    initrd: str | None  # the user's initrd or the default guest's image
+    default_guest: bool  # initrd is ours: its agent speaks on the agent channel
+    quiet: bool = False  # hide kernel messages on the console (-k)
+    extra_kernel_args: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class GuestChannels:
+    """Host ends (file descriptors the daemon owns) of the guest's channels."""
+
+    console: int  # the guest console (/dev/console): a pty master
+    errors: int  # a second output-only line (/dev/tty14): job stderr
+    agent: int  # the guest agent's line (/dev/tty15)
+
+
+class Engine(abc.ABC):
+    """One guest's engine process."""
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int | None:
+        """Host pid of the engine's outermost process, once started."""
+
+    @abc.abstractmethod
+    async def start(self) -> GuestChannels:
+        """Start the guest; return the host ends of its channels."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """Wait for the engine to end; its exit status (0 after a guest power-off)."""
+
+    @abc.abstractmethod
+    async def halt(self) -> None:
+        """Flush the guest's disks and halt it without its cooperation."""
+
+    @abc.abstractmethod
+    async def ctrl_alt_del(self) -> None:
+        """Send the guest Ctrl-Alt-Del."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """End every host process of the guest now."""
+
+    @abc.abstractmethod
+    def kernel_version(self) -> str:
+        """The guest kernel's release, e.g. 6.1.176."""

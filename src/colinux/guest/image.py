@@ -1,0 +1,133 @@
+"""The embedded default guest: an initramfs built on the fly.
+
+It holds Debian's static busybox, with a link for each of its applets, and
+our guest tools from ``guest/files`` (init, the agent that talks to the
+daemon, shutdown). Nothing is downloaded: ``default_initramfs()`` builds the
+image once from what is installed and keeps it in the user's cache,
+rebuilding when busybox, the tools or the colinux version change::
+
+    path = default_initramfs()        # ~/.cache/colinux/guest-<hash>.cpio
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from colinux.errors import ColinuxError
+from colinux.guest.cpio import CpioArchive
+from colinux.version import __version__
+
+BUSYBOX = "/bin/busybox"
+
+# (path in the guest, file in guest/files, mode)
+GUEST_FILES = (
+    ("init", "init", 0o755),
+    ("sbin/init", "init", 0o755),  # the same init when this tree is a disk's root
+    ("usr/lib/colinux/agent", "agent", 0o755),
+    ("usr/lib/colinux/fstab-mount", "fstab-mount", 0o755),
+    ("sbin/shutdown", "shutdown", 0o755),
+    ("etc/profile", "profile", 0o644),
+    ("etc/passwd", "passwd", 0o644),
+    ("etc/group", "group", 0o644),
+)
+DIRS = (
+    "bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/colinux", "etc",
+    "etc/colinux", "dev", "proc", "sys", "tmp", "run", "mnt", "var", "lib", "lib/modules",
+)  # fmt: skip
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "colinux"
+
+
+def _guest_file(name: str) -> bytes:
+    return resources.files("colinux.guest").joinpath("files", name).read_bytes()
+
+
+def _busybox_applets(busybox: str) -> list[str]:
+    out = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> bytes:
+    """The default guest as newc cpio bytes; ``version`` is what its tools announce."""
+    if not os.access(busybox, os.X_OK):
+        raise ColinuxError(
+            f"{busybox} not found: the default guest is built from a static busybox",
+            hint="install the Debian package busybox-static",
+        )
+    archive = CpioArchive()
+    for d in DIRS:
+        archive.add_dir(d)
+    archive.add_dir("root", 0o700)
+    archive.add_char_device("dev/console", 5, 1)
+    archive.add_char_device("dev/null", 1, 3, 0o666)
+    archive.add_file("bin/busybox", Path(busybox).read_bytes(), 0o755)
+    have = {"bin/busybox"}
+    for guest_path, source, mode in GUEST_FILES:
+        archive.add_file(guest_path, _guest_file(source), mode)
+        have.add(guest_path)
+    for applet in _busybox_applets(busybox):
+        if applet not in have and os.path.dirname(applet) in DIRS:
+            archive.add_symlink(applet, "/bin/busybox")
+            have.add(applet)
+    archive.add_file("etc/colinux/version", f"{version}\n".encode())
+    archive.add_file("etc/hostname", b"colinux\n")
+    archive.add_file("etc/fstab", b"")
+    archive.add_symlink("etc/mtab", "/proc/mounts")
+    return archive.to_bytes()
+
+
+def _cache_key(busybox: str, version: str) -> str:
+    h = hashlib.sha256(version.encode())
+    st = os.stat(busybox)
+    h.update(f"{os.path.realpath(busybox)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for _, source, mode in GUEST_FILES:
+        h.update(f"{source}:{mode}".encode())
+        h.update(_guest_file(source))
+    return h.hexdigest()[:16]
+
+
+def default_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> Path:
+    """Path of the cached default guest image, building it if needed."""
+    if not os.path.exists(busybox):
+        build_initramfs(busybox=busybox)  # raises the clear error
+    directory = cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        # No writable home (a service user, say): a private temporary cache.
+        directory = Path(tempfile.gettempdir()) / f"colinux-cache-{os.getuid()}"
+        directory.mkdir(exist_ok=True, mode=0o700)
+    path = directory / f"guest-{_cache_key(busybox, version)}.cpio"
+    if path.exists():
+        return path
+    data = build_initramfs(busybox=busybox, version=version)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".guest-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    for old in directory.glob("guest-*.cpio"):
+        if old != path and old.stat().st_mtime < path.stat().st_mtime - 86400:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def busybox_version(busybox: str = BUSYBOX) -> str | None:
+    if not shutil.which(busybox):
+        return None
+    out = subprocess.run([busybox], capture_output=True, text=True)
+    first = (out.stdout or out.stderr).splitlines()[:1]
+    return first[0].split(" multi-call")[0] if first else None

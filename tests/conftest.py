@@ -1,0 +1,95 @@
+"""Fixtures for tests that boot real UML guests.
+
+Each test gets its own private run directory (COLINUX_RUN_DIR), so guest
+names never collide, and after each test we check that no engine process
+of that directory is left and that the directory is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of processes whose command line contains ``text``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline and int(entry) != os.getpid():
+            pids.append(int(entry))
+    return pids
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Colinux:
+    """Runs the installed ``colinux`` and ``colinux-daemon`` commands in one run directory."""
+
+    def __init__(self, run_dir: Path, cwd: Path) -> None:
+        self.run_dir = run_dir
+        self.cwd = cwd
+        self.env = {**os.environ, "COLINUX_RUN_DIR": str(run_dir)}
+        self.env.pop("TERM", None)
+
+    def run(
+        self, *args: str, program: str = "colinux", timeout: float = 60, **kw: object
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(BIN / program), *args],
+            capture_output=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=kw.pop("cwd", self.cwd),
+            stdin=kw.pop("stdin", subprocess.DEVNULL),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def popen(self, *args: str, program: str = "colinux", **kw: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(BIN / program), *args],
+            env=self.env,
+            cwd=kw.pop("cwd", self.cwd),
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+def colinux(tmp_path: Path) -> Iterator[Colinux]:
+    run_dir = tmp_path / "run"
+    work = tmp_path / "work"
+    work.mkdir()
+    cx = Colinux(run_dir, work)
+    yield cx
+    # Nothing of the guest may outlive the test: no process, no run directory.
+    clean = wait_until(lambda: not processes_mentioning(str(run_dir)), 15)
+    leftovers = processes_mentioning(str(run_dir))
+    for pid in leftovers:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert clean, f"processes left behind: {leftovers}"
+    if run_dir.exists():
+        left = [p.name for p in run_dir.iterdir() if p.suffix != ".log"]
+        assert left == [], f"run directory entries left behind: {left}"

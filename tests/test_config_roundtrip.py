@@ -1,0 +1,230 @@
+"""Property tests: each writer's output reads back to an equal Machine, and the
+readers fail only with UserError, whatever they are given."""
+
+from __future__ import annotations
+
+import shlex
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from colinux.config import values
+from colinux.config.cmdline import (
+    parse_cmdline,
+    parse_cmdline_text,
+    setting_key,
+    tokenize,
+    write_cmdline,
+)
+from colinux.config.cmdline import format_cmdline as format_line
+from colinux.config.model import (
+    MAX_INDEX,
+    BlockDevice,
+    CofsShare,
+    CofsType,
+    HostPath,
+    Machine,
+    NetworkCard,
+    NetworkType,
+    Redirection,
+)
+from colinux.config.xml import parse_xml, write_xml
+from colinux.errors import UserError
+
+# Kept small so the whole config suite stays well under ten seconds.
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Text XML can hold (no control characters but tab, newline, return; no
+# surrogates or non-characters), with the characters that stress quoting
+# drawn often.
+_chars = st.one_of(
+    st.characters(blacklist_categories=("Cs", "Cc", "Cn")),
+    st.sampled_from(list(' ,"\'\\:/#=@\t\n\ré日本')),
+)
+raw_paths = st.builds(HostPath, st.text(_chars, min_size=1, max_size=16))
+names = st.none() | st.text(_chars, min_size=1, max_size=12)
+
+
+@st.composite
+def macs(draw: st.DrawFn) -> str:
+    octets = draw(st.lists(st.integers(0, 255), min_size=6, max_size=6))
+    octets[0] &= 0xFE  # unicast
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+@st.composite
+def redirections(draw: st.DrawFn) -> Redirection:
+    count = draw(st.integers(1, 20))
+    return Redirection(
+        draw(st.sampled_from(["tcp", "udp"])),
+        draw(st.integers(1, 65536 - count)),
+        draw(st.integers(1, 65536 - count)),
+        count,
+    )
+
+
+@st.composite
+def network_cards(draw: st.DrawFn, index: int) -> NetworkCard:
+    kind = draw(st.sampled_from(list(NetworkType)))
+    mac = draw(st.none() | macs())
+    if kind == NetworkType.SLIRP:
+        redirs = tuple(draw(st.lists(redirections(), max_size=3)))
+        return NetworkCard(index, kind, mac=mac, redirections=redirs)
+    promisc = draw(st.booleans()) if kind == NetworkType.BRIDGED else True
+    return NetworkCard(index, kind, name=draw(names), mac=mac, promisc=promisc)
+
+
+boot_words = st.text(_chars, min_size=1, max_size=12).filter(
+    lambda w: (
+        not any(c.isspace() for c in w) and setting_key(w) is None and not w.startswith("@")
+    )
+)
+aliases_ = st.builds(
+    lambda prefix, letter, number: f"{prefix}{letter}{number}",
+    st.sampled_from(["hd", "sd"]),
+    st.sampled_from("abcdz"),
+    st.sampled_from(["", "1", "2", "15"]),
+)
+indexes = st.lists(st.integers(0, MAX_INDEX), unique=True, max_size=5).map(sorted)
+
+
+@st.composite
+def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
+    enabled = st.just(True) if all_enabled else st.booleans()
+    block_indexes = draw(indexes)
+    aliases = draw(
+        st.lists(
+            aliases_,
+            unique=True,
+            min_size=len(block_indexes),
+            max_size=len(block_indexes),
+        )
+    )
+    block_devices = tuple(
+        BlockDevice(i, draw(raw_paths), alias if draw(st.booleans()) else None, draw(enabled))
+        for i, alias in zip(block_indexes, aliases, strict=True)
+    )
+    cofs = tuple(
+        CofsShare(
+            i,
+            draw(raw_paths),
+            draw(st.sampled_from(list(CofsType))),
+            draw(st.booleans()),
+            draw(enabled),
+        )
+        for i in draw(indexes)
+    )
+    networks = tuple(draw(network_cards(i)) for i in draw(indexes))
+    return Machine(
+        kernel=draw(st.none() | raw_paths),
+        memory_mb=draw(st.integers(1, values.MAX_MEMORY_MB)),
+        initrd=draw(st.none() | raw_paths),
+        bootparams=tuple(draw(st.lists(boot_words, max_size=4))),
+        block_devices=block_devices,
+        cofs=cofs,
+        networks=networks,
+    )
+
+
+@FAST
+@given(machines())
+def test_xml_round_trip(machine: Machine) -> None:
+    assert parse_xml(write_xml(machine), source="m.xml", warn=_no_warning) == machine
+
+
+@FAST
+@given(machines(all_enabled=True))
+def test_cmdline_round_trip(machine: Machine) -> None:
+    assert parse_cmdline(write_cmdline(machine)) == machine
+
+
+@FAST
+@given(machines(all_enabled=True))
+def test_xml_to_cmdline_to_xml(machine: Machine) -> None:
+    xml_text = write_xml(machine)
+    from_xml = parse_xml(xml_text, source="m.xml", warn=_no_warning)
+    again = parse_cmdline(write_cmdline(from_xml))
+    assert write_xml(again) == xml_text
+
+
+@FAST
+@given(machines(all_enabled=True))
+def test_formatted_line_survives_a_shell(machine: Machine) -> None:
+    # What format_cmdline prints, pasted into a POSIX shell, means the same machine.
+    assert parse_cmdline(shlex.split(format_line(machine))) == machine
+
+
+@FAST
+@given(machines(all_enabled=True))
+def test_formatted_line_reads_back_as_a_file(machine: Machine) -> None:
+    assert parse_cmdline_text(format_line(machine), source="m.conf", base_dir="/") == machine
+
+
+_keys = st.sampled_from(
+    ["", "kernel=", "mem=", "initrd=", "cobd0=", "cobd99=", "cofs1=", "eth0=", "eth2=slirp,"]
+    + ["hda1=", "hda1=:", "sdb=:cobd", "eth0=tuntap,", "eth0=pcap-bridge,", "cofs0=x,", "@"]
+)
+_values = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ['"', '""', ',', ":cobd0", ":cobd1", "00:ff:00:00:00:01", "tcp:1:2", "meta,ro", "x,\"y"]
+)
+random_words = st.lists(st.builds(lambda k, v: k + v, _keys, _values), max_size=6)
+
+
+@FAST
+@given(random_words)
+def test_parse_cmdline_raises_only_user_error(words: list[str]) -> None:
+    try:
+        parse_cmdline(words)
+    except UserError:
+        pass
+
+
+@FAST
+@given(random_words, machines())
+def test_parse_cmdline_over_a_base_raises_only_user_error(words: list[str], base: Machine) -> None:
+    try:
+        parse_cmdline(words, base=base)
+    except UserError:
+        pass
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_tokenize_raises_only_user_error(text: str) -> None:
+    try:
+        tokenize(text, "f.conf")
+    except UserError:
+        pass
+
+
+_attributes = st.sampled_from(
+    ['index="0"', 'index="x"', 'index="99"', 'path="p"', 'path=""', 'enabled="maybe"']
+    + ['type="meta"', 'type="slirp"', 'mac="zz"', 'redir="tcp:1"', 'size="0"', 'alias="hdz"']
+    + ['name="n"', 'promisc="false"', 'readonly="true"', 'bogus="1"']
+)
+_elements = st.sampled_from(
+    ["block_device", "cofs_device", "bootparams", "initrd", "image", "memory", "network", "x"]
+)
+
+
+@FAST
+@given(st.lists(st.tuples(_elements, st.lists(_attributes, unique=True, max_size=4)), max_size=6))
+def test_read_xml_raises_only_user_error(elements: list[tuple[str, list[str]]]) -> None:
+    body = "".join(f"<{tag} {' '.join(attrs)}>text</{tag}>\n" for tag, attrs in elements)
+    try:
+        parse_xml(f"<colinux>\n{body}</colinux>", source="f.xml", warn=lambda _: None)
+    except UserError:
+        pass
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_read_xml_of_any_bytes_raises_only_user_error(data: bytes) -> None:
+    try:
+        parse_xml(b"<colinux>" + data, source="f.xml", warn=lambda _: None)
+    except UserError:
+        pass
+
+
+def _no_warning(message: str) -> None:
+    raise AssertionError(f"unexpected warning: {message}")

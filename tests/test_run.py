@@ -1,0 +1,104 @@
+"""`colinux run`: boot the default guest, run a command, exit with its status."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import Colinux
+
+
+def test_exit_status_is_the_commands(colinux: Colinux) -> None:
+    result = colinux.run("run", "--", "sh", "-c", "exit 7")
+    assert result.returncode == 7, result.stderr
+    assert colinux.run("run", "--", "true").returncode == 0
+    assert colinux.run("run", "--", "false").returncode == 1
+
+
+def test_output_is_byte_exact_and_stderr_separate(colinux: Colinux) -> None:
+    result = colinux.run(
+        "run", "--", "sh", "-c", r"printf 'a\nb\tc\001\n'; echo oops >&2; printf end"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"a\nb\tc\x01\nend"
+    assert result.stderr == b"oops\n"
+
+
+def test_arguments_keep_their_words(colinux: Colinux) -> None:
+    result = colinux.run("run", "--", "printf", "[%s]", "two words", "it's", "$HOME", "*")
+    assert result.stdout == b"[two words][it's][$HOME][*]"
+
+
+def test_missing_command_is_127(colinux: Colinux) -> None:
+    result = colinux.run("run", "--", "no-such-command")
+    assert result.returncode == 127
+    assert b"no-such-command" in result.stderr
+
+
+def test_memory_setting_reaches_the_guest(colinux: Colinux) -> None:
+    result = colinux.run("run", "mem=96", "--", "grep", "MemTotal", "/proc/meminfo")
+    assert result.returncode == 0, result.stderr
+    kb = int(re.search(rb"(\d+) kB", result.stdout).group(1))  # type: ignore[union-attr]
+    assert 70_000 < kb <= 96 * 1024
+
+
+def test_guest_is_named_and_has_its_tools(colinux: Colinux) -> None:
+    result = colinux.run("run", "--name", "alpha", "--", "sh", "-c", "hostname; cat /etc/colinux/version")
+    assert result.returncode == 0, result.stderr
+    version = colinux.run("--version").stdout.decode()
+    assert result.stdout.decode().split() == ["alpha", version.split()[1]]
+
+
+def test_version_shows_every_part(colinux: Colinux) -> None:
+    result = colinux.run("--version")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    for part in ("colinux ", "colinux-daemon ", "guest tools ", "guest kernel (UML) 6.", "BusyBox"):
+        assert part in text
+    daemon = colinux.run("--version", program="colinux-daemon")
+    assert daemon.stdout == result.stdout
+
+
+def test_block_device_and_alias_name_the_same_disk(colinux: Colinux) -> None:
+    disk = colinux.cwd / "data.img"
+    with open(disk, "wb") as f:
+        f.truncate(4 << 20)
+        f.seek(1 << 20)
+        f.write(b"colinux-disk-marker")
+    result = colinux.run(
+        "run",
+        "cobd3=data.img",
+        "hdb1=:cobd3",
+        "--",
+        "sh",
+        "-c",
+        "ls -l /dev/cobd3 /dev/hdb1; dd if=/dev/hdb1 bs=1M skip=1 count=1 2>/dev/null | head -c 19",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    majmin = [re.search(r"(\d+),\s+(\d+)", line).groups() for line in lines[:2]]  # type: ignore[union-attr]
+    assert majmin[0] == majmin[1]
+    assert lines[2] == "colinux-disk-marker"
+
+
+def test_writes_to_a_disk_survive_the_guest(colinux: Colinux) -> None:
+    disk = colinux.cwd / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(16 << 20)
+    assert colinux.run("run", f"cobd0={disk}", "--", "mke2fs", "-q", "/dev/cobd0").returncode == 0
+    write = "mount /dev/cobd0 /mnt && echo kept > /mnt/file"
+    assert colinux.run("run", f"cobd0={disk}", "--", "sh", "-c", write).returncode == 0
+    read = colinux.run("run", f"cobd0={disk}", "--", "sh", "-c", "mount /dev/cobd0 /mnt && cat /mnt/file")
+    assert read.stdout == b"kept\n", read.stderr
+
+
+def test_disabled_devices_are_skipped(colinux: Colinux) -> None:
+    # A missing image is fine when its device is disabled (XML enabled="false").
+    xml = colinux.cwd / "m.xml"
+    xml.write_text(
+        '<?xml version="1.0"?>\n<colinux>\n'
+        '  <block_device index="0" path="absent.img" enabled="false"/>\n'
+        '  <memory size="64"/>\n</colinux>\n'
+    )
+    result = colinux.run("run", "-c", str(xml), "--", "sh", "-c", "ls /dev/cobd0 || echo none")
+    assert result.returncode == 0, result.stderr
+    assert b"none" in result.stdout
