@@ -102,7 +102,8 @@ def test_disabled_entries_are_kept() -> None:
 
 def test_network_types_and_attributes() -> None:
     machine = parse(
-        '<network index="0" type="slirp" mac="00:FF:12:34:56:78" redir="tcp:2222:22/udp:53:53:2"/>\n'
+        '<network index="0" type="slirp" mac="00:FF:12:34:56:78" '
+        'redir="tcp:2222:22/udp:53:53:2"/>\n'
         '<network index="1" name="eth0"/>\n'
         '<network index="2" type="bridged" name="br0" promisc="false"/>\n'
         '<network index="3" type="tap" name=""/>'
@@ -179,30 +180,83 @@ def test_stray_text_and_children_warn() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('<block_device index="32" path="a"/>', 'my.xml:2: <block_device> index="32": index 32 is out of range (0..31)'),
-        ('<block_device index="-1" path="a"/>', 'my.xml:2: <block_device> index="-1": expected an index from 0 to 31'),
-        ('<cofs_device index="x" path="a"/>', 'my.xml:2: <cofs_device> index="x": expected an index from 0 to 31'),
+        (
+            '<block_device index="32" path="a"/>',
+            'my.xml:2: <block_device> index="32": index 32 is out of range (0..31)',
+        ),
+        (
+            '<block_device index="-1" path="a"/>',
+            'my.xml:2: <block_device> index="-1": expected an index from 0 to 31',
+        ),
+        (
+            '<cofs_device index="x" path="a"/>',
+            'my.xml:2: <cofs_device> index="x": expected an index from 0 to 31',
+        ),
         ('<block_device path="a"/>', "my.xml:2: <block_device> is missing the attribute index"),
         ('<block_device index="0"/>', "my.xml:2: <block_device> is missing the attribute path"),
         ('<block_device index="0" path=""/>', 'my.xml:2: <block_device> path="": expected a path'),
         ('<network type="tap"/>', "my.xml:2: <network> is missing the attribute index"),
-        ('<image/>', "my.xml:2: <image> is missing the attribute path"),
-        ('<memory/>', "my.xml:2: <memory> is missing the attribute size"),
-        ('<block_device index="0" path="a" enabled="yes"/>', 'my.xml:2: <block_device> enabled="yes": expected true or false'),
-        ('<cofs_device index="0" path="a" readonly="1"/>', 'my.xml:2: <cofs_device> readonly="1": expected true or false'),
+        ("<image/>", "my.xml:2: <image> is missing the attribute path"),
+        ("<memory/>", "my.xml:2: <memory> is missing the attribute size"),
+        (
+            '<block_device index="0" path="a" enabled="yes"/>',
+            'my.xml:2: <block_device> enabled="yes": expected true or false',
+        ),
+        (
+            '<cofs_device index="0" path="a" readonly="1"/>',
+            'my.xml:2: <cofs_device> readonly="1": expected true or false',
+        ),
         ('<memory size="abc"/>', 'my.xml:2: <memory> size="abc": expected a size in megabytes'),
-        ('<memory size="0"/>', 'my.xml:2: <memory> size="0": expected a size in megabytes of at least 1'),
+        (
+            '<memory size="0"/>',
+            'my.xml:2: <memory> size="0": expected a size in megabytes of at least 1',
+        ),
         ('<memory size="-5"/>', 'my.xml:2: <memory> size="-5": expected a size in megabytes'),
-        ('<memory size="99999999999"/>', 'my.xml:2: <memory> size="99999999999": expected a size in megabytes of at most 1048576 (1 TiB)'),
-        ('<network index="0" type="wifi"/>', 'my.xml:2: <network> type="wifi": expected tap, bridged or slirp'),
-        ('<cofs_device index="0" path="a" type="fat"/>', 'my.xml:2: <cofs_device> type="fat": expected flat or meta'),
-        ('<network index="0" mac="00:ff:12"/>', 'my.xml:2: <network> mac="00:ff:12": expected a MAC address such as 00:ff:12:34:56:78'),
-        ('<network index="0" mac="01:00:5e:00:00:01"/>', 'my.xml:2: <network> mac="01:00:5e:00:00:01": a network card needs a unicast MAC address (an even first byte)'),
-        ('<network index="0" type="slirp" redir="tcp:22"/>', "my.xml:2: <network> redir=\"tcp:22\": redirection 'tcp:22': expected tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22"),
-        ('<network index="0" type="slirp" redir="tcp:0:22"/>', "my.xml:2: <network> redir=\"tcp:0:22\": redirection 'tcp:0:22': host port '0' is not a port number (1..65535)"),
-        ('<network index="0" type="slirp" redir="udp:65535:1:2"/>', "my.xml:2: <network> redir=\"udp:65535:1:2\": redirection 'udp:65535:1:2': the ports run past 65535"),
-        ('<network index="32"/>', 'my.xml:2: <network> index="32": index 32 is out of range (0..31)'),
-        ('<block_device index="0" path="a" alias="hdA1"/>', 'my.xml:2: <block_device> alias="hdA1": expected an alias such as hda1 or sdb2'),
+        (
+            '<memory size="99999999999"/>',
+            'my.xml:2: <memory> size="99999999999": expected a size in megabytes of at most '
+            "1048576 (1 TiB)",
+        ),
+        (
+            '<network index="0" type="wifi"/>',
+            'my.xml:2: <network> type="wifi": expected tap, bridged or slirp',
+        ),
+        (
+            '<cofs_device index="0" path="a" type="fat"/>',
+            'my.xml:2: <cofs_device> type="fat": expected flat or meta',
+        ),
+        (
+            '<network index="0" mac="00:ff:12"/>',
+            'my.xml:2: <network> mac="00:ff:12": expected a MAC address such as 00:ff:12:34:56:78',
+        ),
+        (
+            '<network index="0" mac="01:00:5e:00:00:01"/>',
+            'my.xml:2: <network> mac="01:00:5e:00:00:01": a network card needs a unicast MAC '
+            "address (an even first byte)",
+        ),
+        (
+            '<network index="0" type="slirp" redir="tcp:22"/>',
+            "my.xml:2: <network> redir=\"tcp:22\": redirection 'tcp:22': expected "
+            "tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
+        ),
+        (
+            '<network index="0" type="slirp" redir="tcp:0:22"/>',
+            "my.xml:2: <network> redir=\"tcp:0:22\": redirection 'tcp:0:22': host port '0' is "
+            "not a port number (1..65535)",
+        ),
+        (
+            '<network index="0" type="slirp" redir="udp:65535:1:2"/>',
+            "my.xml:2: <network> redir=\"udp:65535:1:2\": redirection 'udp:65535:1:2': the ports "
+            "run past 65535",
+        ),
+        (
+            '<network index="32"/>',
+            'my.xml:2: <network> index="32": index 32 is out of range (0..31)',
+        ),
+        (
+            '<block_device index="0" path="a" alias="hdA1"/>',
+            'my.xml:2: <block_device> alias="hdA1": expected an alias such as hda1 or sdb2',
+        ),
     ],
 )
 def test_errors_name_line_element_attribute_and_expectation(body: str, expected: str) -> None:
@@ -213,7 +267,7 @@ def test_duplicate_index_names_both_lines() -> None:
     message = error_of('<block_device index="0" path="a"/>\n<block_device index="0" path="b"/>')
     assert message == 'my.xml:3: <block_device> index="0": cobd0 is already defined on line 2'
     message = error_of('<network index="1"/>\n\n<network index="01"/>')
-    assert message == 'my.xml:4: <network> index="1": eth1 is already defined on line 2'
+    assert message == 'my.xml:4: <network> index="01": eth1 is already defined on line 2'
 
 
 def test_duplicate_alias_names_both_lines() -> None:
@@ -230,7 +284,9 @@ def test_duplicate_singleton_is_an_error() -> None:
 
 
 def test_wrong_root_element() -> None:
-    with pytest.raises(UserError, match=r"^f\.xml:2: the root element is <coLinux>, expected <colinux>$"):
+    with pytest.raises(
+        UserError, match=r"^f\.xml:2: the root element is <coLinux>, expected <colinux>$"
+    ):
         parse_xml("\n<coLinux/>", source="f.xml", warn=print)
 
 
@@ -241,7 +297,10 @@ def test_wrong_root_element() -> None:
         ("<colinux>", "f.xml:1: malformed XML: no element found"),
         ("", "f.xml:1: malformed XML: no element found"),
         ("<colinux/>\n<colinux/>", "f.xml:2: malformed XML: junk after document element"),
-        ("<colinux>\n<image path='a' path='b'/></colinux>", "f.xml:2: malformed XML: duplicate attribute"),
+        (
+            "<colinux>\n<image path='a' path='b'/></colinux>",
+            "f.xml:2: malformed XML: duplicate attribute",
+        ),
         ("<colinux>&undefined;</colinux>", "f.xml:1: malformed XML: undefined entity"),
     ],
 )

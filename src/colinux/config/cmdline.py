@@ -30,7 +30,7 @@ original did with keys it did not know):
 
 Values with several fields are split on commas; a field in double quotes may
 hold commas, and ``""`` inside it stands for one ``"`` (``cofs0="/srv/a,b",meta``).
-The quotes are optional elsewhere: ``eth0=tuntap,"TAP-Win32"`` (as a Windows
+Quotes a field does not need are optional: ``eth0=tuntap,"TAP-Win32"`` (as a Windows
 shell leaves it) and ``eth0=tuntap,TAP-Win32`` (as a POSIX shell leaves it) are
 the same. A single-path value (``cobd0=``, ``kernel=``) may be quoted whole.
 Backslashes are ordinary characters, so Windows paths arrive intact in

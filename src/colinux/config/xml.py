@@ -251,8 +251,9 @@ class _Reader:
     ) -> int:
         index = self.value(node, "index", lambda text: values.parse_index(text, maximum))
         if index in table:
+            text = node.attrs["index"]
             raise self.error(
-                node, f'index="{index}": {name}{index} is already defined on line {table[index][1]}'
+                node, f'index="{text}": {name}{index} is already defined on line {table[index][1]}'
             )
         return index
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from colinux.console.terminal import DETACH_KEY, DETACH_KEY_NAME, raw_terminal, window_size
 from colinux.daemon import protocol
@@ -26,14 +27,20 @@ from colinux.errors import ColinuxError, UserError
 def _connect(gdir: GuestDir, timeout: float = 5.0) -> socket.socket:
     if not gdir.is_live():
         raise UserError(f"no running guest named {gdir.name!r} (see colinux list)")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(gdir.control_socket))
-    except OSError as e:
-        sock.close()
-        raise ColinuxError(f"guest {gdir.name}: cannot reach its daemon: {e}") from e
-    return sock
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(gdir.control_socket))
+            return sock
+        except OSError as e:
+            sock.close()
+            # A daemon that is still starting has its lock but not yet its socket.
+            starting = isinstance(e, FileNotFoundError | ConnectionRefusedError)
+            if not starting or time.monotonic() > deadline or not gdir.is_live():
+                raise ColinuxError(f"guest {gdir.name}: cannot reach its daemon: {e}") from e
+            time.sleep(0.05)
 
 
 def _read_reply(sock: socket.socket, decoder: protocol.FrameDecoder) -> dict[str, object]:
@@ -125,10 +132,10 @@ async def _attach(sock: socket.socket, name: str, replay: bool) -> int:
                     if not reply.get("ok"):
                         raise ColinuxError(f"guest {name}: {reply.get('error')}")
 
-    if interactive:
-        print(f"[attached to {name}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
-        send_size()
     with raw_terminal(in_fd):
+        if interactive:
+            print(f"[attached to {name}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
+            send_size()
         loop.add_reader(in_fd, typed)
         if interactive:
             loop.add_signal_handler(signal.SIGWINCH, send_size)

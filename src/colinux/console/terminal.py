@@ -21,7 +21,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # TCSAFLUSH would drop keys typed ahead
     try:
         yield
     finally:

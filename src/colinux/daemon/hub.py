@@ -70,6 +70,18 @@ class ConsoleHub:
             for sink in list(self.sinks):
                 sink(data)
 
+    def switch(self, fd: int) -> None:
+        """Serve a new console (the guest rebooted into a new engine)."""
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = fd
+        self._pending.clear()
+        self.closed = self.loop.create_future()
+        os.set_blocking(fd, False)
+        self.loop.add_reader(fd, self._on_readable)
+
     def write(self, data: bytes) -> None:
         if self.closed.done() or not data:
             return

@@ -91,6 +91,7 @@ class Supervisor:
         self.job_status: int | None = None
         self.failure: ColinuxError | None = None  # reported when the daemon ends
         self.stop_requested = False
+        self.reboot_requested = False
         self.started = time.time()
         self._agent_writer: asyncio.StreamWriter | None = None
         self._clients: set[asyncio.StreamWriter] = set()
@@ -120,11 +121,6 @@ class Supervisor:
         self, loop: asyncio.AbstractEventLoop, gdir: ClaimedGuestDir, channels: GuestChannels
     ) -> int:
         self.hub = ConsoleHub(channels.console, loop)
-        gdir.write_info(
-            engine_pid=self.engine.pid,
-            memory_mb=self.machine.memory_mb,
-            source=self.machine.source,
-        )
         if self.options.pidfile:
             with open(self.options.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -135,20 +131,24 @@ class Supervisor:
             )
         finally:
             os.umask(old_umask)
-        agent_task = asyncio.create_task(self._agent(channels.agent))
-        errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         for signum, action in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
             (signal.SIGHUP, self._ctrl_alt_del),
         ):
             loop.add_signal_handler(signum, action)
-        self.state = "booting" if self.engine.spec.default_guest else "running"
-        self._notify_ready("ok")
         try:
             with self._local_console(loop):
-                status = await self.engine.wait()
-                self.hub.drain()
+                while True:
+                    status = await self._boot(gdir, channels)
+                    if not self.reboot_requested or self.stop_requested:
+                        break
+                    # The default guest reboots through us: a fresh engine
+                    # with fresh channels, the same consoles attached.
+                    self.reboot_requested = False
+                    await self.engine.wait()
+                    channels = await self.engine.start()
+                    self.hub.switch(channels.console)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -156,14 +156,34 @@ class Supervisor:
             server.close()
             for writer in list(self._clients):
                 writer.close()
-            agent_task.cancel()
-            errors_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await agent_task
-            with contextlib.suppress(asyncio.CancelledError):
-                await errors_task
             self.hub.close()
         return self._exit_status(status)
+
+    async def _boot(self, gdir: ClaimedGuestDir, channels: GuestChannels) -> int:
+        """Serve one boot of the engine until it ends; its exit status."""
+        gdir.write_info(
+            engine_pid=self.engine.pid,
+            memory_mb=self.machine.memory_mb,
+            source=self.machine.source,
+        )
+        self.state = "booting" if self.engine.spec.default_guest else "running"
+        self._agent_writer = None
+        agent_task = asyncio.create_task(self._agent(channels.agent))
+        errors_task = asyncio.create_task(self._errors_channel(channels.errors))
+        self._notify_ready("ok")
+        try:
+            status = await self.engine.wait()
+            self.hub.drain()
+        finally:
+            # The channels reach end-of-file once the engine is gone; what the
+            # guest said last (REBOOT, say) is read before we move on.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(agent_task, errors_task), 2.0)
+            for task in (agent_task, errors_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return status
 
     def _exit_status(self, engine_status: int) -> int:
         if self.failure is not None:
@@ -250,6 +270,8 @@ class Supervisor:
                     continue
                 if words[0] == "HELLO" and len(words) >= 2:
                     self._hello(words[1], writer)
+                elif words[0] == "REBOOT":
+                    self.reboot_requested = self.options.job is None
                 elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
                     # Output written before the exit report is already in the
                     # console's buffer: pass it on, then show no more (the

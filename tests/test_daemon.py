@@ -1,0 +1,221 @@
+"""Named guests: start, list, console (attach, detach, several clients), stop, signals."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import Colinux, processes_mentioning, wait_until
+
+
+class Terminal:
+    """A client program on a real pseudo-terminal, read and typed into like a person would."""
+
+    def __init__(self, colinux: Colinux, *args: str, program: str = "colinux") -> None:
+        self.master, slave = pty.openpty()
+        self.process = colinux.popen(
+            *args, program=program, stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        self.output = b""
+
+    def read_until(self, text: bytes, timeout: float = 20.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen; got {self.output[-2000:]!r}")
+            import select
+
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:
+                    if self.process.poll() is not None:
+                        raise AssertionError(
+                            f"client ended before {text!r}; got {self.output[-2000:]!r}"
+                        ) from None
+        return self.output
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def close(self) -> int:
+        try:
+            status = self.process.wait(20)
+            while True:  # what the client wrote before it ended
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.output += data
+        finally:
+            os.close(self.master)
+        return status
+
+
+def start(colinux: Colinux, name: str, *settings: str) -> None:
+    result = colinux.run("start", name, *settings)
+    assert result.returncode == 0, result.stderr
+    assert name.encode() in result.stdout
+
+
+def listed(colinux: Colinux) -> list[list[str]]:
+    result = colinux.run("list")
+    assert result.returncode == 0, result.stderr
+    return [line.split() for line in result.stdout.decode().splitlines()[1:]]
+
+
+def test_start_list_console_stop(colinux: Colinux) -> None:
+    start(colinux, "web", "mem=80")
+    rows = listed(colinux)
+    assert len(rows) == 1
+    name, state, pid, memory, uptime = rows[0]
+    assert (name, memory) == ("web", "80M")
+    assert state in ("booting", "running")
+    assert os.path.exists(f"/proc/{pid}")
+    # The engine's umid is the guest's name: ps shows which process is whose.
+    assert processes_mentioning("umid=web")
+
+    console = Terminal(colinux, "console", "web")
+    console.read_until(b"web:/root# ")
+    console.type(b"echo hello-$((6*7))\r")
+    console.read_until(b"hello-42")
+    console.type(b"\x1d")
+    assert console.close() == 0
+    assert b"detached from web" in console.output
+
+    # Detaching left it running; a new console replays the recent output.
+    assert [r[0] for r in listed(colinux)] == ["web"]
+    again = Terminal(colinux, "console", "web")
+    again.read_until(b"hello-42")
+    again.type(b"\x1d")
+    assert again.close() == 0
+
+    result = colinux.run("stop", "web")
+    assert result.returncode == 0, result.stderr
+    assert listed(colinux) == []
+
+
+def test_several_consoles_at_once(colinux: Colinux) -> None:
+    start(colinux, "shared")
+    first = Terminal(colinux, "console", "shared")
+    second = Terminal(colinux, "console", "shared", "--no-replay")
+    first.read_until(b"shared:/root# ")
+    second.read_until(b"detaches")
+    first.type(b"echo from-first-$((1+1))\r")
+    first.read_until(b"from-first-2")
+    second.read_until(b"from-first-2")
+    second.type(b"echo from-second-$((2+2))\r")
+    first.read_until(b"from-second-4")
+    second.read_until(b"from-second-4")
+    # poweroff in the guest ends the daemon; both consoles hear it.
+    first.type(b"poweroff\r")
+    assert first.close() == 0
+    assert second.close() == 0
+    assert b"has stopped" in first.output
+    assert wait_until(lambda: listed(colinux) == [])
+
+
+def test_foreground_daemon_ends_with_status_0_on_poweroff(colinux: Colinux) -> None:
+    daemon = Terminal(colinux, "--name", "fg", program="colinux-daemon")
+    daemon.read_until(b"fg:/root# ")
+    daemon.type(b"shutdown -h now\r")
+    assert daemon.close() == 0
+
+
+def test_daemon_without_terminal_writes_console_to_stdout(colinux: Colinux) -> None:
+    daemon = colinux.popen("--name", "piped", program="colinux-daemon", stdout=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["piped"])
+    assert colinux.run("stop", "piped").returncode == 0
+    out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    assert b"Linux version 6." in out  # kernel messages: -k was not given
+
+
+def test_sigterm_shuts_down_cleanly(colinux: Colinux) -> None:
+    disk = colinux.cwd / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(16 << 20)
+    assert colinux.run("run", "cobd0=disk.img", "--", "mke2fs", "-q", "/dev/cobd0").returncode == 0
+    daemon = colinux.popen("-d", "--name", "term", "cobd0=disk.img", program="colinux-daemon")
+    assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["term"])
+    console = Terminal(colinux, "console", "term")
+    console.read_until(b"term:/root# ")
+    console.type(b"mount /dev/cobd0 /mnt && echo unsynced-data > /mnt/f && echo mounted-ok\r")
+    console.read_until(b"mounted-ok")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert console.close() == 0
+    # The guest unmounted its disk on the way down: the file system is clean.
+    fsck = subprocess.run(["e2fsck", "-n", str(disk)], capture_output=True)
+    assert fsck.returncode == 0, fsck.stdout
+    result = colinux.run("run", "cobd0=disk.img", "--", "sh", "-c", "mount /dev/cobd0 /mnt; cat /mnt/f")
+    assert result.stdout == b"unsynced-data\n"
+
+
+def test_sigkill_leaves_no_engine_behind(colinux: Colinux) -> None:
+    start(colinux, "victim")
+    rows = listed(colinux)
+    daemon_pid = int(rows[0][2])
+    engine = processes_mentioning("umid=victim")
+    assert engine
+    os.kill(daemon_pid, signal.SIGKILL)
+    assert wait_until(lambda: not processes_mentioning("umid=victim"), 10)
+    # The dead daemon's run directory is cleaned up by the next look.
+    assert listed(colinux) == []
+    start(colinux, "victim")  # and the name is free again
+    assert colinux.run("stop", "victim").returncode == 0
+
+
+def test_sighup_sends_ctrl_alt_del(colinux: Colinux) -> None:
+    daemon = colinux.popen("-d", "--name", "hup", program="colinux-daemon")
+    assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["hup"])
+    console = Terminal(colinux, "console", "hup")
+    console.read_until(b"hup:/root# ")
+    console.type(b"touch /tmp/before-reboot; echo marked\r")
+    console.read_until(b"marked")
+    console.output = b""
+    daemon.send_signal(signal.SIGHUP)
+    # The guest reboots (its tmpfs is new) and the daemon keeps serving it.
+    console.read_until(b"Linux version", timeout=30)
+    console.read_until(b"Run /init", timeout=30)
+    console.read_until(b"hup:/root# ", timeout=30)
+    console.type(b"ls /tmp/before-reboot || echo gone-after-reboot\r")
+    console.read_until(b"gone-after-reboot", timeout=30)
+    console.type(b"\x1d")
+    assert console.close() == 0
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+
+
+def test_start_refuses_a_name_in_use(colinux: Colinux) -> None:
+    start(colinux, "twin")
+    result = colinux.run("start", "twin")
+    assert result.returncode == 2
+    assert b"already running" in result.stderr
+    assert colinux.run("stop", "twin").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["console", "stop"])
+def test_unknown_guest_is_a_clear_error(colinux: Colinux, command: str) -> None:
+    result = colinux.run(command, "nobody-here")
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1
+    assert b"nobody-here" in result.stderr
+
+
+def test_run_directory_and_socket_are_private(colinux: Colinux) -> None:
+    start(colinux, "private")
+    guest = colinux.run_dir / "private"
+    assert os.stat(colinux.run_dir).st_mode & 0o777 == 0o700
+    assert os.stat(guest).st_mode & 0o777 == 0o700
+    assert os.stat(guest / "control.sock").st_mode & 0o777 == 0o600
+    assert colinux.run("stop", "private").returncode == 0
