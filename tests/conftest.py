@@ -7,6 +7,7 @@ of that directory is left and that the directory is empty.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -85,10 +86,8 @@ def colinux(tmp_path: Path) -> Iterator[Colinux]:
     clean = wait_until(lambda: not processes_mentioning(str(run_dir)), 15)
     leftovers = processes_mentioning(str(run_dir))
     for pid in leftovers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
     assert clean, f"processes left behind: {leftovers}"
     if run_dir.exists():
         left = [p.name for p in run_dir.iterdir() if p.suffix != ".log"]

@@ -76,7 +76,7 @@ def test_start_list_console_stop(colinux: Colinux) -> None:
     start(colinux, "web", "mem=80")
     rows = listed(colinux)
     assert len(rows) == 1
-    name, state, pid, memory, uptime = rows[0]
+    name, state, pid, memory, _uptime = rows[0]
     assert (name, memory) == ("web", "80M")
     assert state in ("booting", "running")
     assert os.path.exists(f"/proc/{pid}")
@@ -131,8 +131,14 @@ def test_foreground_daemon_ends_with_status_0_on_poweroff(colinux: Colinux) -> N
 
 
 def test_daemon_without_terminal_writes_console_to_stdout(colinux: Colinux) -> None:
-    daemon = colinux.popen("--name", "piped", program="colinux-daemon", stdout=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    daemon = colinux.popen(
+        "--name",
+        "piped",
+        program="colinux-daemon",
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["piped"])
     assert colinux.run("stop", "piped").returncode == 0
     out, err = daemon.communicate(timeout=30)
@@ -157,7 +163,9 @@ def test_sigterm_shuts_down_cleanly(colinux: Colinux) -> None:
     # The guest unmounted its disk on the way down: the file system is clean.
     fsck = subprocess.run(["e2fsck", "-n", str(disk)], capture_output=True)
     assert fsck.returncode == 0, fsck.stdout
-    result = colinux.run("run", "cobd0=disk.img", "--", "sh", "-c", "mount /dev/cobd0 /mnt; cat /mnt/f")
+    result = colinux.run(
+        "run", "cobd0=disk.img", "--", "sh", "-c", "mount /dev/cobd0 /mnt; cat /mnt/f"
+    )
     assert result.stdout == b"unsynced-data\n"
 
 

@@ -42,7 +42,9 @@ def test_memory_setting_reaches_the_guest(colinux: Colinux) -> None:
 
 
 def test_guest_is_named_and_has_its_tools(colinux: Colinux) -> None:
-    result = colinux.run("run", "--name", "alpha", "--", "sh", "-c", "hostname; cat /etc/colinux/version")
+    result = colinux.run(
+        "run", "--name", "alpha", "--", "sh", "-c", "hostname; cat /etc/colinux/version"
+    )
     assert result.returncode == 0, result.stderr
     version = colinux.run("--version").stdout.decode()
     assert result.stdout.decode().split() == ["alpha", version.split()[1]]
@@ -87,7 +89,9 @@ def test_writes_to_a_disk_survive_the_guest(colinux: Colinux) -> None:
     assert colinux.run("run", f"cobd0={disk}", "--", "mke2fs", "-q", "/dev/cobd0").returncode == 0
     write = "mount /dev/cobd0 /mnt && echo kept > /mnt/file"
     assert colinux.run("run", f"cobd0={disk}", "--", "sh", "-c", write).returncode == 0
-    read = colinux.run("run", f"cobd0={disk}", "--", "sh", "-c", "mount /dev/cobd0 /mnt && cat /mnt/file")
+    read = colinux.run(
+        "run", f"cobd0={disk}", "--", "sh", "-c", "mount /dev/cobd0 /mnt && cat /mnt/file"
+    )
     assert read.stdout == b"kept\n", read.stderr
 
 

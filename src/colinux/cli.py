@@ -65,7 +65,19 @@ class MachineArgs:
             base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
+        _warn_unwired(machine)
         return machine
+
+
+def _warn_unwired(machine: Machine) -> None:
+    """Settings this version reads and checks but does not give the guest yet."""
+    for card in machine.networks:
+        _warn(
+            f"eth{card.index} ({card.type.cmdline_name}): networking is not available yet; ignored"
+        )
+    for share in machine.cofs:
+        if share.enabled:
+            _warn(f"cofs{share.index}: host directory sharing is not available yet; ignored")
 
 
 # -- colinux-daemon -------------------------------------------------------------
@@ -144,9 +156,7 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             args.job = words[i + 1 :]
             break
         elif word.startswith("-") and "=" not in word:
-            raise UserError(
-                f"colinux-daemon: unknown option {word} (see colinux-daemon --help)"
-            )
+            raise UserError(f"colinux-daemon: unknown option {word} (see colinux-daemon --help)")
         else:
             args.words.append(word)
         i += 1
@@ -157,7 +167,8 @@ def daemon_options(args: DaemonArgs, console: str) -> DaemonOptions:
     return DaemonOptions(
         name=args.name,
         console=console,  # type: ignore[arg-type]
-        quiet=args.quiet,
+        # A command's output is the command's: no kernel messages in it.
+        quiet=args.quiet or args.job is not None,
         job=tuple(args.job) if args.job is not None else None,
         shell=args.shell,  # type: ignore[arg-type]
         pidfile=args.pidfile,
@@ -189,7 +200,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _machine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", help="XML or KEY=VALUE configuration file")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="XML or KEY=VALUE configuration file"
+    )
     parser.add_argument(
         "--drive", action="append", default=[], metavar="L=DIR", help="map DOS drive L: to DIR"
     )
@@ -205,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="boot a guest in the foreground; with '-- CMD', run CMD in it and exit with its status",
+        help="boot a guest in the foreground; '-- CMD' runs CMD in it and exits with its status",
         description="Boot the default guest (or -c FILE) with its console on this terminal. "
         "With '-- CMD ARGS...', run CMD in the guest, print its output and exit with its status.",
     )
@@ -231,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
 
     config = sub.add_parser("config", help="check or convert configuration files")
-    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
-    check = config_sub.add_parser("check", help="validate a configuration without starting anything")
+    config_sub = config.add_subparsers(
+        dest="config_command", metavar="ACTION", parser_class=_Parser
+    )
+    check = config_sub.add_parser(
+        "check", help="validate a configuration without starting anything"
+    )
     check.add_argument("file")
     check.add_argument("--drive", action="append", default=[], metavar="L=DIR")
     conv = config_sub.add_parser("convert", help="print a configuration in the other form")
@@ -306,7 +323,11 @@ def cmd_start(ns: argparse.Namespace) -> int:
         return 0
     status, _, message = answer.partition(" ")
     if not status.isdigit():
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+        tail = (
+            log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            if log_path.exists()
+            else []
+        )
         message = tail[0] if tail else f"the daemon failed; see {log_path}"
         status = "1"
     raise (UserError if status == "2" else ColinuxError)(message)
@@ -442,7 +463,10 @@ def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -
         if debug:
             raise
         message = str(e)
-        print(message if message.startswith(("colinux", prog)) else f"{prog}: {message}", file=sys.stderr)
+        print(
+            message if message.startswith(("colinux", prog)) else f"{prog}: {message}",
+            file=sys.stderr,
+        )
         status = e.exit_status
     except KeyboardInterrupt:
         status = 130

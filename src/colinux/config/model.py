@@ -12,7 +12,7 @@ Run-time state (processes, sockets) never lives here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 
 MAX_INDEX = 31  # cobd0..cobd31, cofs0..cofs31 as in coLinux 0.6.2
 MAX_NETWORK_INDEX = 31
@@ -20,12 +20,12 @@ DEFAULT_KERNEL = "vmlinux"  # XML <image> default in the original
 DEFAULT_MEMORY_MB = 32  # the 0.6 command-line default
 
 
-class CofsType(str, Enum):
+class CofsType(StrEnum):
     FLAT = "flat"
     META = "meta"
 
 
-class NetworkType(str, Enum):
+class NetworkType(StrEnum):
     """Network card types; values are the XML spellings."""
 
     TAP = "tap"  # command line: tuntap

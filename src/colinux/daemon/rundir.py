@@ -41,7 +41,9 @@ def _private_dir(path: Path) -> Path:
         path.mkdir(mode=0o700)
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise ColinuxError(f"{path}: not a directory owned by uid {os.getuid()}; refusing to use it")
+        raise ColinuxError(
+            f"{path}: not a directory owned by uid {os.getuid()}; refusing to use it"
+        )
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path

@@ -13,6 +13,7 @@ in a directory the sandboxed kernel can see::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -86,7 +87,5 @@ class MconsoleClient:
             raise MconsoleError(f"mconsole {command!r} at {self.socket_path}: {e}") from e
         finally:
             sock.close()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(reply_path)
-            except FileNotFoundError:
-                pass

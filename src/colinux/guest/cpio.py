@@ -106,7 +106,9 @@ class CpioArchive:
         self.entries.append(CpioEntry(name, stat.S_IFLNK | 0o777, target.encode()))
 
     def add_char_device(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self.entries.append(CpioEntry(name, stat.S_IFCHR | mode, b"", rdev_major=major, rdev_minor=minor))
+        self.entries.append(
+            CpioEntry(name, stat.S_IFCHR | mode, b"", rdev_major=major, rdev_minor=minor)
+        )
 
     def to_bytes(self) -> bytes:
         parts = [encode_entry(e, ino) for ino, e in enumerate(self.entries, start=1)]

@@ -1,0 +1,96 @@
+"""Bad input: one line naming what and where, exit status 2, nothing started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Colinux
+
+BOMB = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<colinux><bootparams>&lol3;</bootparams></colinux>
+"""
+
+XML_CASES = {
+    "malformed": ("<colinux>\n  <memory size='64'>\n</colinux>\n", ["bad.xml:3", "malformed"]),
+    "entity bomb": (BOMB, ["bad.xml:2", "not allowed"]),
+    "index out of range": (
+        '<colinux>\n<block_device index="32" path="x.img"/>\n</colinux>\n',
+        ["bad.xml:2", "out of range"],
+    ),
+    "duplicate index": (
+        '<colinux>\n<block_device index="0" path="a.img"/>\n'
+        '<block_device index="0" path="b.img"/>\n</colinux>\n',
+        ["bad.xml:3", "cobd0"],
+    ),
+    "bad memory": ('<colinux>\n<memory size="lots"/>\n</colinux>\n', ["bad.xml:2", "memory"]),
+    "missing image": (
+        '<colinux>\n<block_device index="0" path="absent.img"/>\n</colinux>\n',
+        ["cobd0", "absent.img", "does not exist"],
+    ),
+}
+
+
+def assert_refused(colinux: Colinux, result, *expected: str) -> None:  # type: ignore[no-untyped-def]
+    message = result.stderr.decode()
+    assert result.returncode == 2, message
+    assert message.count("\n") == 1, message
+    assert "Traceback" not in message
+    for text in expected:
+        assert text in message, message
+    assert not colinux.run_dir.exists() or not list(colinux.run_dir.iterdir())
+
+
+@pytest.mark.parametrize("case", list(XML_CASES))
+@pytest.mark.parametrize("how", ["daemon", "run", "check"])
+def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
+    text, expected = XML_CASES[case]
+    xml = colinux.cwd / "bad.xml"
+    xml.write_text(text)
+    if how == "daemon":
+        result = colinux.run("-c", "bad.xml", program="colinux-daemon")
+    elif how == "run":
+        result = colinux.run("run", "-c", "bad.xml", "--", "true")
+    else:
+        result = colinux.run("config", "check", "bad.xml")
+    assert_refused(colinux, result, *expected)
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["mem=abc"], ["mem=abc", "megabytes"]),
+        (["cobd0=a.img", "cobd0=b.img"], ["cobd0=a.img", "cobd0=b.img"]),
+        (["cobd40=a.img"], ["cobd40"]),
+        (["cobd0=absent.img"], ["absent.img", "does not exist"]),
+        (["initrd=absent.gz"], ["absent.gz"]),
+        (["eth0=carrier-pigeon"], ["eth0"]),
+        (["@absent.conf"], ["absent.conf"]),
+        (["cobd0=c:\\root.img"], ["drive C:", "--drive c="]),
+        (["--bogus"], ["--bogus"]),
+    ],
+)
+def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str]) -> None:
+    for f in ("a.img", "b.img"):
+        Path(colinux.cwd / f).write_bytes(b"\0" * 4096)
+    assert_refused(colinux, colinux.run(*words, program="colinux-daemon"), *expected)
+    if words != ["--bogus"]:
+        assert_refused(colinux, colinux.run("run", *words, "--", "true"), *expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["frobnicate"], ["frobnicate"]),
+        (["run", "--frob"], ["--frob"]),
+        (["config"], ["check or convert"]),
+        (["config", "check", "absent.xml"], ["absent.xml"]),
+        (["config", "convert", "absent.xml", "--to", "xml"], ["absent.xml"]),
+        (["run", "--name", "bad/name", "--", "true"], ["bad/name"]),
+        (["run", "--"], ["command"]),
+    ],
+)
+def test_bad_colinux_command(colinux: Colinux, args: list[str], expected: list[str]) -> None:
+    assert_refused(colinux, colinux.run(*args), *expected)

@@ -1,0 +1,111 @@
+"""The guest sees only what the user gave it; the engine runs unprivileged; versions match."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import Colinux
+
+from colinux.guest.image import build_initramfs
+
+ESCAPES = [
+    "/", "/..", "..", "../../..", "../../../etc", "/etc", "/root", "/home", "/proc/1/root",
+]  # fmt: skip
+
+
+def test_hostfs_shows_no_host_file(colinux: Colinux, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "secret.txt").write_text(token)
+    tries = [*ESCAPES, str(secret_dir), f"../../../..{secret_dir}"]
+    script = "mkdir -p /m\n" + "".join(
+        f"if mount -t hostfs -o '{p}' none /m 2>/dev/null; then echo MOUNTED '{p}'; "
+        "find /m -xdev 2>/dev/null | head -500; "
+        "find /m -xdev -type f ! -path '/m/proc/*' ! -path '/m/sys/*' ! -path '/m/dev/*' "
+        f"-size -2M -exec grep -l {token} {{}} + 2>/dev/null; umount /m; fi\n"
+        for p in tries
+    )
+    result = colinux.run("run", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "MOUNTED" in out  # hostfs itself works: the sandbox is what confines it
+    assert token not in out
+    assert "secret" not in out
+    for host_file in ("/etc/passwd", "/etc/shadow", "/root/", "/home/"):
+        assert f"/m{host_file}" not in out
+    assert (secret_dir / "secret.txt").read_text() == token
+
+
+def test_tools_of_another_version_are_refused(colinux: Colinux) -> None:
+    initrd = colinux.cwd / "old-guest.cpio"
+    initrd.write_bytes(build_initramfs(version="0.0.1-other"))
+    result = colinux.run("run", f"initrd={initrd}", "--", "echo", "must-not-run")
+    assert result.returncode == 2
+    assert b"must-not-run" not in result.stdout
+    message = result.stderr.decode()
+    assert "guest tools version 0.0.1-other do not match colinux" in message
+    assert message.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [
+        ("/bin/true", "not a User-Mode Linux kernel"),
+        ("/etc/hostname", "not a User-Mode Linux executable"),
+        ("/no/such/kernel", "does not exist"),
+    ],
+)
+def test_kernel_must_be_uml(colinux: Colinux, kernel: str, expected: str) -> None:
+    result = colinux.run("run", f"kernel={kernel}", "--", "true")
+    assert result.returncode == 2
+    assert expected in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
+TEST_USER = "colinux-test"
+
+
+@pytest.fixture(scope="module")
+def test_user() -> str:
+    if os.getuid() != 0:
+        return pwd.getpwuid(os.getuid()).pw_name  # already unprivileged
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    return TEST_USER
+
+
+def test_runs_as_an_ordinary_user(test_user: str) -> None:
+    # A copy of the package any user can read: the checkout and pytest's
+    # temporary directories may sit where the test user cannot look.
+    import tempfile
+
+    import defusedxml
+
+    import colinux
+
+    top = Path(tempfile.mkdtemp(prefix="colinux-user-test-"))
+    try:
+        lib = top / "lib"
+        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
+        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)}
+        argv = ["/usr/bin/python3", "-m", "colinux.cli", "run", "--", "sh", "-c", "id -u; echo ok"]
+        if os.getuid() == 0:
+            argv = ["/usr/sbin/runuser", "-u", test_user, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, env=env, cwd=top, timeout=60)
+    finally:
+        shutil.rmtree(top)
+    assert result.returncode == 0, result.stderr
+    # root inside the guest, an ordinary user on the host
+    assert result.stdout.split() == [b"0", b"ok"]
