@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux.config import cmdline as cmdline_config
-from colinux.config.load import convert, load_file
 from colinux.config.model import Machine
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
@@ -56,6 +55,8 @@ class MachineArgs:
         drives = DriveMap.from_sources(self.drives, os.environ)
         words = cmdline_config.expand_at_files(self.words, cwd=os.getcwd())
         if self.config:
+            from colinux.config.load import load_file  # the XML stack: only when needed
+
             machine = load_file(self.config, warn=_warn)
             base_dir = os.path.dirname(os.path.abspath(self.config))
             if words:
@@ -389,6 +390,8 @@ def cmd_config(ns: argparse.Namespace) -> int:
         )
         return 0
     if ns.config_command == "convert":
+        from colinux.config.load import convert
+
         print(convert(ns.file, ns.to, warn=_warn), end="")
         return 0
     raise UserError("colinux config: expected an action: check or convert")

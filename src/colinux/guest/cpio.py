@@ -96,19 +96,22 @@ class CpioArchive:
     def __init__(self) -> None:
         self.entries: list[CpioEntry] = []
 
+    def add(self, entry: CpioEntry) -> None:
+        if entry.name == TRAILER:  # it would end the archive early
+            raise ValueError(f"a cpio entry cannot be named {TRAILER}")
+        self.entries.append(entry)
+
     def add_dir(self, name: str, mode: int = 0o755) -> None:
-        self.entries.append(CpioEntry(name, stat.S_IFDIR | mode))
+        self.add(CpioEntry(name, stat.S_IFDIR | mode))
 
     def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self.entries.append(CpioEntry(name, stat.S_IFREG | mode, data))
+        self.add(CpioEntry(name, stat.S_IFREG | mode, data))
 
     def add_symlink(self, name: str, target: str) -> None:
-        self.entries.append(CpioEntry(name, stat.S_IFLNK | 0o777, target.encode()))
+        self.add(CpioEntry(name, stat.S_IFLNK | 0o777, target.encode()))
 
     def add_char_device(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self.entries.append(
-            CpioEntry(name, stat.S_IFCHR | mode, b"", rdev_major=major, rdev_minor=minor)
-        )
+        self.add(CpioEntry(name, stat.S_IFCHR | mode, rdev_major=major, rdev_minor=minor))
 
     def to_bytes(self) -> bytes:
         parts = [encode_entry(e, ino) for ino, e in enumerate(self.entries, start=1)]
