@@ -227,3 +227,23 @@ def test_run_directory_and_socket_are_private(colinux: Colinux) -> None:
     assert os.stat(guest).st_mode & 0o777 == 0o700
     assert os.stat(guest / "control.sock").st_mode & 0o777 == 0o600
     assert colinux.run("stop", "private").returncode == 0
+
+
+def test_run_gives_a_root_shell_on_the_terminal(colinux: Colinux) -> None:
+    shell = Terminal(colinux, "run", "--name", "inter")
+    shell.read_until(b"inter:/root# ")
+    shell.type(b"id -u; echo shell-$((40+2))\r")
+    shell.read_until(b"shell-42")
+    assert b"\r\n0\r\n" in shell.output
+    shell.type(b"exit\r")  # the shell ends, and with it the guest
+    assert shell.close() == 0
+
+
+def test_pidfile(colinux: Colinux) -> None:
+    pidfile = colinux.cwd / "daemon.pid"
+    daemon = colinux.popen("-d", "-p", str(pidfile), "--name", "pid", program="colinux-daemon")
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    assert int(pidfile.read_text()) == daemon.pid
+    assert colinux.run("stop", "pid").returncode == 0
+    assert daemon.wait(30) == 0
+    assert not pidfile.exists()
