@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from seed_config import SEED_WORDS
 
 from colinux.config.cmdline import (
     display_word,
@@ -30,13 +31,6 @@ from colinux.config.model import (
 from colinux.config.values import BadValue
 from colinux.config.xml import parse_xml
 from colinux.errors import UserError
-
-# Verbatim from the seed, after "colinux-daemon"; split as the Windows shell splits it.
-SEED_LINE = (
-    r"kernel=vmlinux mem=128 cobd0=root.img cobd1=swap.img cofs0=c:\ root=/dev/cobd0 "
-    r'initrd=initrd.gz eth0=tuntap,"TAP-Win32"'
-)
-SEED_WORDS = SEED_LINE.split(" ")
 
 SEED_MACHINE = Machine(
     kernel=HostPath("vmlinux"),

@@ -6,25 +6,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+from seed_config import SEED_XML
 
 from colinux.config.cmdline import parse_cmdline
 from colinux.config.load import convert, load_file
 from colinux.config.model import BlockDevice, HostPath, Machine
 from colinux.config.xml import parse_xml
 from colinux.errors import UserError
-
-SEED_XML = r"""<?xml version="1.0" encoding="UTF-8"?>
-<colinux>
-    <block_device index="0" path="\DosDevices\c:\coLinux\root.img" enabled="true"></block_device>
-    <block_device index="1" path="\DosDevices\c:\coLinux\swap.img" enabled="true"></block_device>
-    <cofs_device index="0" path="\DosDevices\c:\" type="flat" enabled="true"></cofs_device>
-    <bootparams>root=/dev/cobd0</bootparams>
-    <initrd path="initrd.gz"></initrd>
-    <image path="vmlinux"></image>
-    <memory size="128"></memory>
-    <network index="0" name="TAP-Win32" type="tap"></network>
-</colinux>
-"""
 
 SEED_LINE = (
     r"kernel=vmlinux mem=128 cobd0=\DosDevices\c:\coLinux\root.img "

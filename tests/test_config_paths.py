@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from seed_config import SEED_WORDS, SEED_XML
 
 from colinux.config.cmdline import parse_cmdline
 from colinux.config.model import (
@@ -19,26 +20,6 @@ from colinux.config.model import (
 from colinux.config.paths import DriveMap, check_machine, resolve_machine, resolve_path
 from colinux.config.xml import parse_xml
 from colinux.errors import UserError
-
-# Verbatim from the seed (MISSION.md, "Configuration"), as in test_config_xml.py and
-# test_config_cmdline.py.
-SEED_XML = r"""<?xml version="1.0" encoding="UTF-8"?>
-<colinux>
-    <block_device index="0" path="\DosDevices\c:\coLinux\root.img" enabled="true"></block_device>
-    <block_device index="1" path="\DosDevices\c:\coLinux\swap.img" enabled="true"></block_device>
-    <cofs_device index="0" path="\DosDevices\c:\" type="flat" enabled="true"></cofs_device>
-    <bootparams>root=/dev/cobd0</bootparams>
-    <initrd path="initrd.gz"></initrd>
-    <image path="vmlinux"></image>
-    <memory size="128"></memory>
-    <network index="0" name="TAP-Win32" type="tap"></network>
-</colinux>
-"""
-SEED_LINE = (
-    r"kernel=vmlinux mem=128 cobd0=root.img cobd1=swap.img cofs0=c:\ root=/dev/cobd0 "
-    r'initrd=initrd.gz eth0=tuntap,"TAP-Win32"'
-)
-SEED_WORDS = SEED_LINE.split(" ")
 
 
 @pytest.fixture

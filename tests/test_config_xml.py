@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from seed_config import SEED_XML
 
 from colinux.config.model import (
     BlockDevice,
@@ -18,20 +19,6 @@ from colinux.config.model import (
 )
 from colinux.config.xml import parse_xml, read_xml, write_xml
 from colinux.errors import UserError
-
-# Verbatim from the seed (MISSION.md, "Configuration").
-SEED_XML = r"""<?xml version="1.0" encoding="UTF-8"?>
-<colinux>
-    <block_device index="0" path="\DosDevices\c:\coLinux\root.img" enabled="true"></block_device>
-    <block_device index="1" path="\DosDevices\c:\coLinux\swap.img" enabled="true"></block_device>
-    <cofs_device index="0" path="\DosDevices\c:\" type="flat" enabled="true"></cofs_device>
-    <bootparams>root=/dev/cobd0</bootparams>
-    <initrd path="initrd.gz"></initrd>
-    <image path="vmlinux"></image>
-    <memory size="128"></memory>
-    <network index="0" name="TAP-Win32" type="tap"></network>
-</colinux>
-"""
 
 SEED_MACHINE = Machine(
     kernel=HostPath("vmlinux"),

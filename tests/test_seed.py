@@ -15,26 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import Colinux
+from seed_config import SEED_WORDS, SEED_XML
 
 from colinux.guest.cpio import decode
 from colinux.guest.image import build_initramfs
-
-SEED_XML = r"""<?xml version="1.0" encoding="UTF-8"?>
-<colinux>
-    <block_device index="0" path="\DosDevices\c:\coLinux\root.img" enabled="true"></block_device>
-    <block_device index="1" path="\DosDevices\c:\coLinux\swap.img" enabled="true"></block_device>
-    <cofs_device index="0" path="\DosDevices\c:\" type="flat" enabled="true"></cofs_device>
-    <bootparams>root=/dev/cobd0</bootparams>
-    <initrd path="initrd.gz"></initrd>
-    <image path="vmlinux"></image>
-    <memory size="128"></memory>
-    <network index="0" name="TAP-Win32" type="tap"></network>
-</colinux>
-"""
-SEED_CMDLINE = [
-    "kernel=vmlinux", "mem=128", "cobd0=root.img", "cobd1=swap.img", "cofs0=c:\\",
-    "root=/dev/cobd0", "initrd=initrd.gz", 'eth0=tuntap,"TAP-Win32"',
-]  # fmt: skip
 
 PROBE = (
     "cat /etc/seed-root; grep ' / ' /proc/mounts | cut -d' ' -f3; "
@@ -104,7 +88,7 @@ def test_seed_xml_boots_verbatim(colinux: Colinux, drive_c: Path) -> None:
 
 def test_seed_command_line_boots_verbatim(colinux: Colinux, drive_c: Path) -> None:
     result = colinux.run(
-        *SEED_CMDLINE, "--drive", f"c={drive_c}", "--", "sh", "-c", PROBE,
+        *SEED_WORDS, "--drive", f"c={drive_c}", "--", "sh", "-c", PROBE,
         program="colinux-daemon", cwd=drive_c / "coLinux",
     )  # fmt: skip
     check_probe(result)
