@@ -247,3 +247,39 @@ def test_pidfile(colinux: Colinux) -> None:
     assert colinux.run("stop", "pid").returncode == 0
     assert daemon.wait(30) == 0
     assert not pidfile.exists()
+
+
+def test_stop_halts_a_guest_without_colinux_tools(colinux: Colinux) -> None:
+    # A root disk with its own init and no guest agent: colinux stop flushes
+    # and halts it through the engine, and what the guest wrote is on the disk.
+    import shutil
+
+    tree = colinux.cwd / "tree"
+    for d in ("bin", "sbin", "dev", "proc", "mnt"):
+        (tree / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", tree / "bin" / "busybox")
+    init = tree / "sbin" / "init"
+    init.write_text(
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n"
+        "/bin/busybox echo foreign-init-ready\nexec /bin/busybox sh\n"
+    )
+    init.chmod(0o755)
+    disk = colinux.cwd / "foreign.img"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(disk), "16M"], check=True)
+    daemon = colinux.popen(
+        "-d", "--name", "foreign", "cobd0=foreign.img", "root=/dev/cobd0", "rw",
+        program="colinux-daemon",
+    )  # fmt: skip
+    assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["foreign"])
+    console = Terminal(colinux, "console", "foreign")
+    console.read_until(b"foreign-init-ready")
+    time.sleep(0.5)
+    console.type(b"/bin/busybox echo written-by-guest > /note; /bin/busybox echo wrote-$((1+1))\r")
+    console.read_until(b"wrote-2")
+    assert colinux.run("stop", "foreign").returncode == 0
+    assert daemon.wait(30) == 0
+    assert console.close() == 0
+    fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True)
+    assert fsck.returncode == 0, fsck.stdout
+    note = subprocess.run(["debugfs", "-R", "cat /note", str(disk)], capture_output=True)
+    assert note.stdout == b"written-by-guest\n"
