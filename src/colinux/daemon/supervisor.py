@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -29,9 +30,10 @@ from typing import Literal
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, set_window_size, window_size
 from colinux.daemon import protocol
+from colinux.daemon.backends import backends_for
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.rundir import ClaimedGuestDir
-from colinux.engine.base import BootSpec, GuestChannels
+from colinux.engine.base import BootSpec, GuestChannels, Wiring
 from colinux.engine.uml import UmlEngine
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import default_initramfs
@@ -104,13 +106,20 @@ class Supervisor:
         gdir = ClaimedGuestDir(self.options.name)
         try:
             spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
-            self.engine = UmlEngine(spec)
-            channels = await self.engine.start()
-            try:
-                return await self._serve(loop, gdir, channels)
-            finally:
-                self.engine.kill()
-                await self.engine.wait()
+            async with contextlib.AsyncExitStack() as backends:
+                wiring = Wiring()
+                for backend in backends_for(
+                    self.machine, name=self.options.name, state_dir=gdir.uml_dir
+                ):
+                    wiring = wiring + await backend.start()
+                    backends.push_async_callback(backend.stop)
+                self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
+                channels = await self.engine.start()
+                try:
+                    return await self._serve(loop, gdir, channels)
+                finally:
+                    self.engine.kill()
+                    await self.engine.wait()
         finally:
             gdir.release()
             if self.options.pidfile:
@@ -213,7 +222,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.write(fd, message.encode() + b"\n")
                 os.close(fd)
-            self.options = _replace(self.options, ready_fd=None)
+            self.options = dataclasses.replace(self.options, ready_fd=None)
 
     # -- stopping -------------------------------------------------------------
 
@@ -447,12 +456,6 @@ class Supervisor:
             "kernel": self.engine.kernel,
             "source": self.machine.source,
         }
-
-
-def _replace(options: DaemonOptions, **changes: object) -> DaemonOptions:
-    from dataclasses import replace
-
-    return replace(options, **changes)  # type: ignore[arg-type]
 
 
 def run_daemon(machine: Machine, options: DaemonOptions) -> int:

@@ -20,6 +20,32 @@ from colinux.config.model import Machine
 
 
 @dataclass(frozen=True)
+class Wiring:
+    """What device backends (cofs servers, network stacks) ask of the engine.
+
+    Backends start before the engine and describe how to reach them; the
+    engine adds it all to its process. Wirings add up with ``+``.
+    """
+
+    kernel_args: tuple[str, ...] = ()  # e.g. virtio_uml.device=SOCKET:26, vec0:transport=...
+    binds: tuple[str, ...] = ()  # host paths the engine must see, at the same path, writable
+    fds: tuple[int, ...] = ()  # host descriptors the engine process inherits
+    share_net: bool = False  # keep the network namespace the engine is started in
+    wrapper: tuple[str, ...] = ()  # a command that runs the sandbox (one per guest at most)
+
+    def __add__(self, other: Wiring) -> Wiring:
+        if self.wrapper and other.wrapper:
+            raise ValueError("two backends both want to wrap the engine")
+        return Wiring(
+            kernel_args=self.kernel_args + other.kernel_args,
+            binds=self.binds + other.binds,
+            fds=self.fds + other.fds,
+            share_net=self.share_net or other.share_net,
+            wrapper=self.wrapper or other.wrapper,
+        )
+
+
+@dataclass(frozen=True)
 class BootSpec:
     """What the daemon asks of an engine: the machine and how to present it."""
 
@@ -30,6 +56,7 @@ class BootSpec:
     default_guest: bool  # initrd is ours: its agent speaks on the agent channel
     quiet: bool = False  # hide kernel messages on the console (-k)
     extra_kernel_args: tuple[str, ...] = field(default=())
+    wiring: Wiring = field(default_factory=Wiring)
 
 
 @dataclass(frozen=True)

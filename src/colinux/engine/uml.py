@@ -173,8 +173,11 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
             hint="install the Debian package bubblewrap",
         )
     seen: set[str] = set()
+    namespaces = ["--unshare-all"]
+    if spec.wiring.share_net:
+        namespaces.append("--share-net")
     args = [
-        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        bwrap, *namespaces, "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "TMPDIR", "/tmp",
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
     ]  # fmt: skip
@@ -182,6 +185,8 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
     for lib in _shared_libraries(kernel):
         args += _expose(lib, seen)
     args += ["--bind", spec.state_dir, spec.state_dir]
+    for path in spec.wiring.binds:
+        args += ["--bind", path, path]
     if spec.initrd:
         args += ["--ro-bind", spec.initrd, SANDBOX_INITRD]
     for s in disk_slots(spec.machine):
@@ -217,6 +222,7 @@ def kernel_argv(spec: BootSpec, *, console_fd: int, errors_fd: int, agent_fd: in
     if spec.quiet:
         args += ["quiet", "loglevel=1"]
     args += translate_bootparams(m.bootparams, names)
+    args += spec.wiring.kernel_args
     args += spec.extra_kernel_args
     return args
 
@@ -241,9 +247,10 @@ class UmlEngine(Engine):
 
     def argv(self, *, console_fd: int, errors_fd: int, agent_fd: int) -> list[str]:
         check_kernel(self.kernel)
-        return sandbox_argv(self.spec, self.kernel) + kernel_argv(
+        guest = kernel_argv(
             self.spec, console_fd=console_fd, errors_fd=errors_fd, agent_fd=agent_fd
         )
+        return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *guest]
 
     async def start(self) -> GuestChannels:
         console_master, console_slave = pty.openpty()
@@ -259,7 +266,7 @@ class UmlEngine(Engine):
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=remote,
+                    pass_fds=remote + self.spec.wiring.fds,
                     start_new_session=True,
                 )
         except BaseException:

@@ -36,6 +36,10 @@ GUEST_FILES = (
     ("etc/passwd", "passwd", 0o644),
     ("etc/group", "group", 0o644),
 )
+# Kernel modules of the UML kernel the default guest carries, relative to
+# /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).
+UML_MODULES_DIR = "/usr/lib/uml/modules"
+GUEST_MODULES: tuple[str, ...] = ()
 DIRS = (
     "bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/colinux", "etc",
     "etc/colinux", "dev", "proc", "sys", "tmp", "run", "mnt", "var", "lib", "lib/modules",
@@ -78,6 +82,7 @@ def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> by
         if applet not in have and os.path.dirname(applet) in DIRS:
             archive.add_symlink(applet, "/bin/busybox")
             have.add(applet)
+    _add_modules(archive)
     archive.add_file("etc/colinux/version", f"{version}\n".encode())
     archive.add_file("etc/hostname", b"colinux\n")
     archive.add_file("etc/fstab", b"")
@@ -85,10 +90,37 @@ def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> by
     return archive.to_bytes()
 
 
+def _module_files() -> list[tuple[str, Path]]:
+    """(path in the guest, host file) of each module, for every installed UML release."""
+    files = []
+    base = Path(UML_MODULES_DIR)
+    for release in sorted(base.iterdir()) if base.is_dir() else []:
+        for module in GUEST_MODULES:
+            host = release / module
+            if host.is_file():
+                files.append((f"lib/modules/{release.name}/{module}", host))
+    return files
+
+
+def _add_modules(archive: CpioArchive) -> None:
+    made = {"lib", "lib/modules"}
+    for guest_path, host in _module_files():
+        parts = guest_path.split("/")
+        for i in range(2, len(parts)):
+            directory = "/".join(parts[:i])
+            if directory not in made:
+                archive.add_dir(directory)
+                made.add(directory)
+        archive.add_file(guest_path, host.read_bytes())
+
+
 def _cache_key(busybox: str, version: str) -> str:
     h = hashlib.sha256(version.encode())
     st = os.stat(busybox)
     h.update(f"{os.path.realpath(busybox)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for guest_path, host in _module_files():
+        st = host.stat()
+        h.update(f"{guest_path}:{st.st_size}:{st.st_mtime_ns}".encode())
     for _, source, mode in GUEST_FILES:
         h.update(f"{source}:{mode}".encode())
         h.update(_guest_file(source))

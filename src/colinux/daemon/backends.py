@@ -1,0 +1,36 @@
+"""Device backends: host processes or tasks that serve a guest's devices.
+
+A cofs share is served by our FUSE-over-vhost-user server, a network card by
+a user-mode network stack or a TAP device. Each is a ``Backend``: started by
+the daemon before the engine, it says through a ``Wiring`` how the engine
+reaches it (kernel arguments, sockets to bind into the sandbox, descriptors
+to inherit), and it is stopped after the engine has ended. Backends live as
+long as the daemon: a guest that reboots gets a new engine, the same backends.
+
+    backends = backends_for(machine, state_dir=...)
+    wiring = sum((await b.start() for b in backends), Wiring())
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+from colinux.config.model import Machine
+from colinux.engine.base import Wiring
+
+
+class Backend(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> Wiring:
+        """Start serving; how the engine reaches this backend."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop serving and release everything (processes, sockets, devices)."""
+
+
+def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backend]:
+    """The backends the machine's devices need, in start order."""
+    backends: list[Backend] = []
+    return backends
