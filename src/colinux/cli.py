@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
@@ -100,6 +101,12 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
                  go to the guest kernel's command line (root=, ro, init=...)
   --version      show versions;  -h, --help  this help
 Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
+
+Services (systemd units colinux-NAME.service; NAME defaults to colinux):
+  --install-service [NAME] -c FILE   install a unit that runs this guest from FILE
+  --remove-service [NAME]            stop, disable and remove the unit
+  --run-service NAME -c FILE         what the unit runs (Type=notify)
+  --user | --system                  a user or system unit (default: system for root)
 """
 
 
@@ -113,6 +120,8 @@ class DaemonArgs(MachineArgs):
     job: list[str] | None = None
     shell: str = "respawn"
     debug: bool = False
+    service_action: str | None = None  # "install", "remove" or "run"
+    service_scope: str | None = None  # "user" or "system"; None: by who runs it
 
 
 def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
@@ -153,6 +162,23 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             args.drives.append(word.partition("=")[2] if "=" in word else value(word))
         elif word == "--ready-fd":
             args.ready_fd = int(value(word))
+        elif word in ("--install-service", "--remove-service", "--run-service"):
+            if args.service_action is not None:
+                raise UserError(
+                    f"colinux-daemon: {word} cannot be combined with another service option"
+                )
+            args.service_action = word.split("-")[2]
+            # NAME is optional for install and remove, as in coLinux: the next
+            # word is the name unless it is an option or a setting.
+            following = words[i + 1] if i + 1 < len(words) else None
+            if word == "--run-service" or (
+                following is not None
+                and not following.startswith(("-", "@"))
+                and "=" not in following
+            ):
+                args.name = check_name(value(word))
+        elif word in ("--user", "--system"):
+            args.service_scope = word[2:]
         elif word == "--":
             args.job = words[i + 1 :]
             break
@@ -161,6 +187,11 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
         else:
             args.words.append(word)
         i += 1
+    if args.service_scope is not None and args.service_action not in ("install", "remove"):
+        raise UserError(
+            f"colinux-daemon: --{args.service_scope} goes with --install-service "
+            "or --remove-service"
+        )
     return args
 
 
@@ -186,8 +217,59 @@ def local_console_mode(no_console: bool) -> str:
 def daemon_command(argv: Sequence[str]) -> int:
     args = parse_daemon_args(argv)
     _setup_logging(args.debug)
+    if args.service_action is not None:
+        return service_command(args)
     machine = args.build()
     return run_daemon(machine, daemon_options(args, local_console_mode(args.no_console)))
+
+
+def service_command(args: DaemonArgs) -> int:
+    """--install-service, --remove-service and --run-service."""
+    from colinux import service
+
+    action = args.service_action
+    scope = args.service_scope or service.default_scope()
+    if action != "remove" and not args.config:
+        raise UserError(
+            f"colinux-daemon --{action}-service: a service takes its settings from a file: "
+            "add -c my.colinux.xml"
+        )
+    if action != "run" and (args.words or args.job is not None):
+        extra = " ".join(args.words or ["--"])
+        raise UserError(
+            f"colinux-daemon --{action}-service: {extra}: a service takes its settings "
+            "from its -c file only; put them there"
+        )
+    if action == "run":
+        machine = args.build()
+        options = dataclasses.replace(daemon_options(args, "none"), service=True)
+        return run_daemon(machine, options)
+    if action == "remove":
+        path = service.remove(args.name, scope)  # type: ignore[arg-type]
+        print(f"colinux-daemon: removed {scope} service {service.unit_name(args.name)} ({path})")
+        return 0
+    assert args.config is not None
+    config = os.path.abspath(args.config)
+    args.config = config
+    args.build()  # a config that does not validate installs nothing
+    unit = service.ServiceUnit(
+        name=args.name,
+        config=config,
+        scope=scope,  # type: ignore[arg-type]
+        working_directory=os.getcwd(),
+        drives=tuple(args.drives),
+        quiet=args.quiet,
+    )
+    path = service.install(unit)
+    ctl = service.systemctl_hint(unit.scope)
+    print(f"colinux-daemon: installed {scope} service {unit.unit_name} ({path})")
+    print(f"  settings: {config}")
+    print(f"  start it: {ctl} start {unit.unit_name}")
+    print(f"  start it at boot: {ctl} enable {unit.unit_name}")
+    print(f"  its console: colinux console {unit.name}")
+    if not service.systemd_running():
+        print("  (systemd is not running on this machine: the unit takes effect where it is)")
+    return 0
 
 
 # -- colinux ------------------------------------------------------------------------

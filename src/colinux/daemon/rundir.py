@@ -1,5 +1,6 @@
 """Run directories: where each guest's daemon keeps its sockets and state.
 
+``/run/colinux`` for root (login shells and system services alike),
 ``$XDG_RUNTIME_DIR/colinux`` when that is set and ours, else
 ``/tmp/colinux-UID``; mode 0700, and refused if another user owns it. Each
 guest has ``BASE/NAME/`` (0700) holding ``control.sock`` (0600), ``lock``
@@ -53,6 +54,11 @@ def base_dir() -> Path:
     override = os.environ.get("COLINUX_RUN_DIR")
     if override:
         return _private_dir(Path(override))
+    if os.getuid() == 0:
+        # One place for all of root's guests, whether started from a login
+        # shell (which has XDG_RUNTIME_DIR) or by a systemd system unit (which
+        # has not): `colinux list` shows both.
+        return _private_dir(Path("/run/colinux"))
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid():
         return _private_dir(Path(runtime) / "colinux")

@@ -32,6 +32,7 @@ from colinux.console.terminal import raw_terminal, set_window_size, window_size
 from colinux.daemon import protocol
 from colinux.daemon.backends import backends_for
 from colinux.daemon.hub import ConsoleHub
+from colinux.daemon.notify import Notifier
 from colinux.daemon.rundir import ClaimedGuestDir
 from colinux.engine.base import BootSpec, GuestChannels, Wiring
 from colinux.engine.uml import UmlEngine
@@ -54,6 +55,7 @@ class DaemonOptions:
     pidfile: str | None = None
     ready_fd: int | None = None  # write "ok" here once serving (for `colinux start`)
     stop_timeout: float = 10.0
+    service: bool = False  # --run-service: report to systemd ($NOTIFY_SOCKET)
     extra_kernel_args: tuple[str, ...] = field(default=())
 
 
@@ -98,6 +100,12 @@ class Supervisor:
         self._agent_writer: asyncio.StreamWriter | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._local_output = True  # the local console still shows guest output
+        self.notifier = Notifier(None)
+        if options.service:
+            self.notifier = Notifier.from_environment()
+            # Only the daemon speaks to systemd (NotifyAccess=main): not its children.
+            for variable in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(variable, None)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -146,6 +154,8 @@ class Supervisor:
             (signal.SIGHUP, self._ctrl_alt_del),
         ):
             loop.add_signal_handler(signum, action)
+        interval = self.notifier.watchdog_interval()
+        watchdog = asyncio.create_task(self._watchdog(interval)) if interval else None
         try:
             with self._local_console(loop):
                 while True:
@@ -162,6 +172,8 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.state = "stopped"
+            if watchdog is not None:
+                watchdog.cancel()
             server.close()
             for writer in list(self._clients):
                 writer.close()
@@ -180,6 +192,8 @@ class Supervisor:
         agent_task = asyncio.create_task(self._agent(channels.agent))
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         self._notify_ready("ok")
+        if self.state == "running":
+            self._notify_running()
         try:
             status = await self.engine.wait()
             self.hub.drain()
@@ -224,6 +238,17 @@ class Supervisor:
                 os.close(fd)
             self.options = dataclasses.replace(self.options, ready_fd=None)
 
+    def _notify_running(self) -> None:
+        """systemd's READY=1: the guest has booted (its agent said HELLO)."""
+        self.notifier.send(READY=1, STATUS=f"guest {self.options.name} is running")
+
+    async def _watchdog(self, interval: float) -> None:
+        # The event loop answering is what systemd's watchdog checks: a stuck
+        # daemon gets restarted (Restart=on-failure).
+        while True:
+            self.notifier.send(WATCHDOG=1)
+            await asyncio.sleep(interval)
+
     # -- stopping -------------------------------------------------------------
 
     def request_stop(self, force: bool = False) -> None:
@@ -235,6 +260,7 @@ class Supervisor:
     async def stop(self, force: bool = False) -> None:
         """The termination ladder; returns once the engine has ended."""
         self.state = "stopping"
+        self.notifier.send(STOPPING=1, STATUS=f"stopping guest {self.options.name}")
         timeout = self.options.stop_timeout
         if not force and self._agent_writer is not None:
             log.info("asking the guest agent to power off")
@@ -307,6 +333,7 @@ class Supervisor:
         self.agent_version = version
         self._agent_writer = writer
         self.state = "running"
+        self._notify_running()
         if self.options.job is not None:
             mode = "tty" if self.options.console == "terminal" else "raw"
             command = base64.b64encode(shlex.join(self.options.job).encode()).decode()
