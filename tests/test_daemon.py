@@ -76,7 +76,7 @@ def test_start_list_console_stop(colinux: Colinux) -> None:
     start(colinux, "web", "mem=80")
     rows = listed(colinux)
     assert len(rows) == 1
-    name, state, pid, memory, _uptime = rows[0]
+    name, state, pid, memory, _resident, _uptime = rows[0]
     assert (name, memory) == ("web", "80M")
     assert state in ("booting", "running")
     assert os.path.exists(f"/proc/{pid}")

@@ -424,15 +424,18 @@ def _uptime(seconds: float) -> str:
 
 
 def cmd_list() -> int:
-    rows = [("NAME", "STATE", "PID", "MEMORY", "UPTIME")]
+    # MEMORY is what the guest was given, RESIDENT what it holds of the host now.
+    rows = [("NAME", "STATE", "PID", "MEMORY", "RESIDENT", "UPTIME")]
     now = time.time()
     for status in request_all({"op": "status"}):
+        resident = status.get("resident_kib")
         rows.append(
             (
                 str(status["name"]),
                 str(status["state"]),
                 str(status["pid"]),
                 f"{status['memory_mb']}M",
+                f"{int(resident) / 1024:.0f}M" if isinstance(resident, int) else "-",
                 _uptime(now - float(status["started"])),  # type: ignore[arg-type]
             )
         )

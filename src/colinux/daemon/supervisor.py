@@ -35,6 +35,7 @@ from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
 from colinux.daemon.rundir import ClaimedGuestDir
 from colinux.engine.base import BootSpec, GuestChannels, Wiring
+from colinux.engine.resident import resident_kib
 from colinux.engine.uml import UmlEngine
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import default_initramfs
@@ -477,6 +478,8 @@ class Supervisor:
             "pid": os.getpid(),
             "engine_pid": self.engine.pid,
             "memory_mb": self.machine.memory_mb,
+            # What the guest really holds of the host: RAM is taken on demand.
+            "resident_kib": resident_kib(self.engine.pid) if self.engine.pid else None,
             "started": self.started,
             "version": __version__,
             "agent_version": self.agent_version,
