@@ -77,9 +77,6 @@ def _warn_unwired(machine: Machine) -> None:
         _warn(
             f"eth{card.index} ({card.type.cmdline_name}): networking is not available yet; ignored"
         )
-    for share in machine.cofs:
-        if share.enabled:
-            _warn(f"cofs{share.index}: host directory sharing is not available yet; ignored")
 
 
 # -- colinux-daemon -------------------------------------------------------------
@@ -307,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--name", help="guest name (default: run-PID)")
     run.add_argument("-v", "--verbose", action="store_true", help="show kernel boot messages")
+    run.add_argument("--no-share", action="store_true", help="do not share this directory as cofs0")
     _machine_options(run)
 
     start = sub.add_parser("start", help="start a named guest in the background")
@@ -354,6 +352,11 @@ def cmd_run(ns: argparse.Namespace, job: list[str] | None) -> int:
     machine = args.build()
     if job is not None and not job:
         raise UserError("colinux run: '--' must be followed by a command")
+    share_args: tuple[str, ...] = ()
+    if not ns.no_share:
+        from colinux.cofs.backend import share_current_directory
+
+        machine, share_args = share_current_directory(machine, os.getcwd())
     name = check_name(ns.name or f"run-{os.getpid()}")
     console = local_console_mode(False)
     if job is not None and console == "terminal" and not sys.stdin.isatty():
@@ -364,6 +367,7 @@ def cmd_run(ns: argparse.Namespace, job: list[str] | None) -> int:
         quiet=not ns.verbose or ns.quiet,
         job=tuple(job) if job is not None else None,
         shell="once",
+        extra_kernel_args=share_args,
     )
     return run_daemon(machine, options)
 

@@ -32,5 +32,8 @@ class Backend(abc.ABC):
 
 def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backend]:
     """The backends the machine's devices need, in start order."""
+    from colinux.cofs.backend import CofsBackend  # imports this module: import late
+
     backends: list[Backend] = []
+    backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
     return backends

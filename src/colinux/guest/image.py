@@ -35,13 +35,16 @@ GUEST_FILES = (
     ("etc/profile", "profile", 0o644),
     ("etc/passwd", "passwd", 0o644),
     ("etc/group", "group", 0o644),
+    ("sbin/mount.cofs", "mount.cofs", 0o755),  # `mount -t cofs` (busybox runs mount.TYPE)
+    ("usr/lib/colinux/boot.d/20-cofs", "cofs-boot", 0o755),
 )
 # Kernel modules of the UML kernel the default guest carries, relative to
 # /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).
 UML_MODULES_DIR = "/usr/lib/uml/modules"
-GUEST_MODULES: tuple[str, ...] = ()
+GUEST_MODULES: tuple[str, ...] = ("kernel/fs/fuse/fuse.ko", "kernel/fs/fuse/virtiofs.ko")
 DIRS = (
-    "bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/colinux", "etc",
+    "bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/colinux",
+    "usr/lib/colinux/boot.d", "etc",
     "etc/colinux", "dev", "proc", "sys", "tmp", "run", "mnt", "var", "lib", "lib/modules",
 )  # fmt: skip
 

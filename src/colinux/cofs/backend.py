@@ -1,0 +1,68 @@
+"""The daemon's side of a cofs share: a ``Backend`` that runs its server.
+
+One ``CofsBackend`` per enabled share. It listens on ``cofsN.sock`` in the
+engine's state directory (which the sandbox already shows the engine) and
+asks UML for a virtio-fs device on it, tagged ``cofsN``::
+
+    backend = CofsBackend(share, state_dir=Path(...))
+    wiring = await backend.start()   # virtio_uml.device=.../cofs0.sock:26
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+from colinux.cofs.server import VIRTIO_ID_FS, CofsServer
+from colinux.config.model import CofsShare, CofsType, HostPath, Machine
+from colinux.daemon.backends import Backend
+from colinux.engine.base import Wiring
+from colinux.errors import ColinuxError
+
+log = logging.getLogger("colinux.cofs")
+
+
+def share_tag(index: int) -> str:
+    """The virtio-fs tag of share N, which the guest's mount.cofs mounts."""
+    return f"cofs{index}"
+
+
+class CofsBackend(Backend):
+    def __init__(self, share: CofsShare, *, state_dir: Path) -> None:
+        if share.path.host is None:
+            raise ColinuxError(f"cofs{share.index}: the share's host path is not resolved")
+        self.share = share
+        self.socket_path = str(state_dir / f"cofs{share.index}.sock")
+        self.server = CofsServer(
+            self.socket_path, share.path.host, tag=share_tag(share.index), readonly=share.readonly
+        )
+
+    async def start(self) -> Wiring:
+        if self.share.type == CofsType.META:
+            log.warning("cofs%d: meta mode is not available yet; served flat", self.share.index)
+        try:
+            self.server.start()
+        except OSError as e:
+            raise ColinuxError(f"cofs{self.share.index}: {self.share.path.host}: {e}") from e
+        return Wiring(kernel_args=(f"virtio_uml.device={self.socket_path}:{VIRTIO_ID_FS}",))
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.server.stop)
+
+
+DEFAULT_MOUNT = "/mnt/cofs0"
+
+
+def share_current_directory(machine: Machine, cwd: str) -> tuple[Machine, tuple[str, ...]]:
+    """``colinux run``'s default: ``cwd`` as cofs0, mounted at /mnt/cofs0, the job's cwd.
+
+    Returns the machine with the share added and the kernel arguments that
+    make the default guest mount it; unchanged when cofs0 is already set.
+    """
+    if any(s.index == 0 for s in machine.cofs):
+        return machine, ()
+    share = CofsShare(index=0, path=HostPath(cwd, cwd))
+    machine = dataclasses.replace(machine, cofs=(share, *machine.cofs))
+    return machine, (f"colinux.cofs=0:{DEFAULT_MOUNT}", f"colinux.cwd={DEFAULT_MOUNT}")

@@ -1,0 +1,511 @@
+"""The file system a share shows the guest: confined, and in the flat view.
+
+``ShareFileSystem`` answers decoded FUSE requests (``fuse_proto.Request``)
+with encoded replies. Everything it touches is reached from the share root by
+one name at a time: each node holds an ``O_PATH`` descriptor, and a lookup is
+``openat(parent, name, O_PATH | O_NOFOLLOW)`` with ``name`` a single component
+that is never ``.`` or ``..``. So ``..``, symlinks (never followed on the
+host: the guest reads their text and resolves them in its own tree), and
+renames racing a lookup cannot lead outside the share. Files are reopened for
+I/O through ``/proc/self/fd`` only when the node is a regular file or a
+directory, never a symlink.
+
+Flat view (coLinux's only mode, like vfat or smbfs): every file shows the same
+owner, group and mode, chosen by the mount; chmod and chown succeed without
+persisting; symlinks, device nodes, FIFOs and sockets cannot be made (EPERM).
+The owner and modes are per *view*: the guest's ``mount.cofs`` looks up a
+reserved name in the share root, ``.cofs-view:uid=U,gid=G,dmode=D,fmode=F``,
+and bind-mounts what it returns, so one share can be mounted several times
+with different options (coLinux allowed one mount). The reserved name is
+answered only in the root of view 0 and never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+
+from colinux.cofs import fuse_proto as fp
+from colinux.cofs.fuse_proto import Opcode
+
+log = logging.getLogger("colinux.cofs")
+
+ROOT_ID = 1
+TIMEOUT = 1.0  # seconds the guest may cache names and attributes (the host may change them)
+VIEW_PREFIX = b".cofs-view:"
+MAX_WRITE = 1 << 20
+MAX_PAGES = 256
+MAX_READAHEAD = 1 << 20
+DT = {stat.S_IFDIR: 4, stat.S_IFREG: 8, stat.S_IFLNK: 10, stat.S_IFCHR: 2, stat.S_IFBLK: 6,
+      stat.S_IFIFO: 1, stat.S_IFSOCK: 12}  # fmt: skip
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class View:
+    """How the flat view presents ownership and modes (mount options uid, gid, dmask, fmask)."""
+
+    uid: int = 0
+    gid: int = 0
+    dmode: int = 0o755
+    fmode: int = 0o755
+
+    @classmethod
+    def parse(cls, spec: bytes) -> View:
+        """``uid=U,gid=G,dmode=D,fmode=F`` (modes in octal); raises ValueError."""
+        values = {}
+        for item in spec.decode("ascii").split(","):
+            key, _, value = item.partition("=")
+            if key not in ("uid", "gid", "dmode", "fmode") or key in values:
+                raise ValueError(f"view option {item!r}")
+            values[key] = int(value, 8 if key.endswith("mode") else 10)
+        view = cls(**values)
+        if not (0 <= view.uid < 2**32 and 0 <= view.gid < 2**32):
+            raise ValueError("uid/gid out of range")
+        if view.dmode & ~0o7777 or view.fmode & ~0o7777:
+            raise ValueError("mode out of range")
+        return view
+
+
+@dataclass
+class Node:
+    nodeid: int
+    key: tuple[int, int, int]  # (view index, st_dev, st_ino)
+    fd: int  # O_PATH | O_NOFOLLOW
+    view: int
+    kind: int  # stat.S_IFMT of the inode (never changes)
+    nlookup: int = 0
+
+
+@dataclass
+class Handle:
+    fd: int
+    node: Node
+    entries: list[tuple[bytes, int, int]] | None = None  # directories: (name, ino, dtype)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ShareFileSystem:
+    """One share's directory tree, served as FUSE."""
+
+    def __init__(self, root: str, *, readonly: bool = False) -> None:
+        self.readonly = readonly
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+        st = os.fstat(fd)
+        self.views: list[View] = [View()]
+        # Views named by mount.cofs; never index 0, whose root is the FUSE root
+        # (a lookup may not answer with the root's node id).
+        self._view_index: dict[View, int] = {}
+        root_node = Node(ROOT_ID, (0, st.st_dev, st.st_ino), fd, 0, stat.S_IFDIR, 1)
+        self.nodes: dict[int, Node] = {ROOT_ID: root_node}
+        self.by_key: dict[tuple[int, int, int], Node] = {root_node.key: root_node}
+        self.handles: dict[int, Handle] = {}
+        self._next_id = ROOT_ID + 1
+        self._next_fh = 1
+
+    def close(self) -> None:
+        for h in self.handles.values():
+            _close(h.fd)
+        for n in self.nodes.values():
+            _close(n.fd)
+        self.handles.clear()
+        self.nodes.clear()
+        self.by_key.clear()
+
+    # -- the request loop's entry points --------------------------------------
+
+    def handle(self, req: fp.Request) -> bytes | None:
+        """The encoded reply to ``req`` (None for requests that get none)."""
+        h = req.header
+        op = h.opcode
+        if op in (Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT):
+            if op == Opcode.FORGET and req.args is not None:
+                self._forget(h.nodeid, req.args.nlookup)
+            elif op == Opcode.BATCH_FORGET and req.args is not None:
+                for nodeid, n in req.args.forgets:
+                    self._forget(nodeid, n)
+            return None
+        method = getattr(self, "op_" + Opcode(op).name.lower(), None) if op in _OPS else None
+        if method is None:
+            return fp.encode_error(h.unique, errno.ENOSYS)
+        try:
+            body = method(h, req.args)
+        except OSError as e:
+            return fp.encode_error(h.unique, e.errno or errno.EIO)
+        except (KeyError, ValueError) as e:
+            log.debug("cofs: %s rejected: %s", Opcode(op).name, e)
+            return fp.encode_error(
+                h.unique, errno.EINVAL if isinstance(e, ValueError) else errno.EBADF
+            )
+        return fp.encode_reply(h.unique, body)
+
+    def read_into(self, fh: int, offset: int, views: list[memoryview]) -> int:
+        """FUSE_READ straight into guest memory."""
+        handle = self._handle(fh)
+        if not views:
+            return 0
+        return os.preadv(handle.fd, views, offset)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _node(self, nodeid: int) -> Node:
+        node = self.nodes.get(nodeid)
+        if node is None:
+            raise OSError(errno.ESTALE, "unknown node")
+        return node
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise OSError(errno.EBADF, "unknown file handle")
+        return handle
+
+    def _dir(self, nodeid: int) -> Node:
+        node = self._node(nodeid)
+        if node.kind != stat.S_IFDIR:
+            raise OSError(errno.ENOTDIR, "not a directory")
+        return node
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise OSError(errno.EROFS, "read-only share")
+
+    def _attr(self, node: Node, st: os.stat_result) -> fp.Attr:
+        view = self.views[node.view]
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            mode = kind | view.dmode
+        elif kind == stat.S_IFLNK:
+            mode = kind | 0o777
+        else:
+            mode = kind | view.fmode
+        return fp.Attr(
+            ino=st.st_ino, size=st.st_size, blocks=st.st_blocks,
+            atime=int(st.st_atime), mtime=int(st.st_mtime), ctime=int(st.st_ctime),
+            atimensec=st.st_atime_ns % 10**9, mtimensec=st.st_mtime_ns % 10**9,
+            ctimensec=st.st_ctime_ns % 10**9, mode=mode, nlink=st.st_nlink,
+            uid=view.uid, gid=view.gid, rdev=0, blksize=st.st_blksize,
+        )  # fmt: skip
+
+    def _entry(self, parent: Node, name: bytes) -> bytes:
+        """Look ``name`` up beneath ``parent``; count the lookup; the entry reply."""
+        _check_component(name)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent.fd)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            _close(fd)
+            raise
+        return self._remember(parent.view, fd, st)
+
+    def _remember(self, view: int, fd: int, st: os.stat_result) -> bytes:
+        key = (view, st.st_dev, st.st_ino)
+        node = self.by_key.get(key)
+        if node is None:
+            node = Node(self._next_id, key, fd, view, stat.S_IFMT(st.st_mode))
+            self._next_id += 1
+            self.nodes[node.nodeid] = node
+            self.by_key[key] = node
+        else:
+            _close(fd)
+        node.nlookup += 1
+        return fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
+
+    def _forget(self, nodeid: int, count: int) -> None:
+        node = self.nodes.get(nodeid)
+        if node is None or nodeid == ROOT_ID:
+            return
+        node.nlookup -= count
+        if node.nlookup <= 0:
+            del self.nodes[nodeid]
+            del self.by_key[node.key]
+            _close(node.fd)
+
+    def _proc(self, node: Node) -> str:
+        """A path that reopens the node's inode (only for files and directories)."""
+        if node.kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise OSError(errno.ELOOP if node.kind == stat.S_IFLNK else errno.EACCES, "")
+        return f"/proc/self/fd/{node.fd}"
+
+    def _new_handle(self, fd: int, node: Node) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(fd, node)
+        return fh
+
+    # -- FUSE operations ----------------------------------------------------------
+
+    def op_init(self, h: fp.InHeader, a: fp.InitIn) -> bytes:
+        if a.major != fp.KERNEL_VERSION:
+            raise ValueError(f"FUSE major version {a.major}")
+        wanted = (
+            fp.INIT_ASYNC_READ | fp.INIT_ATOMIC_O_TRUNC | fp.INIT_BIG_WRITES
+            | fp.INIT_AUTO_INVAL_DATA | fp.INIT_PARALLEL_DIROPS | fp.INIT_MAX_PAGES
+        )  # fmt: skip
+        return fp.encode_init(
+            flags=a.flags & wanted,
+            max_readahead=min(a.max_readahead, MAX_READAHEAD),
+            max_write=MAX_WRITE,
+            max_pages=MAX_PAGES,
+        )
+
+    def op_destroy(self, h: fp.InHeader, a: None) -> bytes:
+        return b""
+
+    def op_lookup(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
+        parent = self._dir(h.nodeid)
+        if h.nodeid == ROOT_ID and a.name.startswith(VIEW_PREFIX):
+            return self._lookup_view(a.name[len(VIEW_PREFIX) :])
+        return self._entry(parent, a.name)
+
+    def _lookup_view(self, spec: bytes) -> bytes:
+        try:
+            view = View.parse(spec)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise OSError(errno.EINVAL, str(e)) from e
+        index = self._view_index.get(view)
+        if index is None:
+            index = len(self.views)
+            self.views.append(view)
+            self._view_index[view] = index
+        root = self.nodes[ROOT_ID]
+        fd = os.open(".", os.O_PATH | os.O_DIRECTORY, dir_fd=root.fd)
+        return self._remember(index, fd, os.fstat(fd))
+
+    def op_getattr(self, h: fp.InHeader, a: fp.GetattrIn) -> bytes:
+        node = self._node(h.nodeid)
+        return fp.encode_attr_out(self._attr(node, os.fstat(node.fd)), TIMEOUT)
+
+    def op_setattr(self, h: fp.InHeader, a: fp.SetattrIn) -> bytes:
+        node = self._node(h.nodeid)
+        if a.valid & (fp.FATTR_SIZE | fp.FATTR_ATIME | fp.FATTR_MTIME):
+            self._writable()
+        if a.valid & fp.FATTR_SIZE:
+            if a.valid & fp.FATTR_FH and a.fh in self.handles:
+                os.ftruncate(self.handles[a.fh].fd, a.size)
+            else:
+                os.truncate(self._proc(node), a.size)
+        if a.valid & (fp.FATTR_ATIME | fp.FATTR_MTIME) and node.kind != stat.S_IFLNK:
+            st = os.fstat(node.fd)
+            atime = _when(a.valid, fp.FATTR_ATIME, fp.FATTR_ATIME_NOW, a.atime, a.atimensec)
+            mtime = _when(a.valid, fp.FATTR_MTIME, fp.FATTR_MTIME_NOW, a.mtime, a.mtimensec)
+            now = None
+            if atime == "now" or mtime == "now":
+                import time
+
+                now = time.time_ns()
+            ns = (
+                st.st_atime_ns if atime is None else now if atime == "now" else atime,
+                st.st_mtime_ns if mtime is None else now if mtime == "now" else mtime,
+            )
+            os.utime(self._proc(node), ns=ns)  # type: ignore[arg-type]
+        # Flat view: mode, uid and gid changes succeed and are not kept (as on vfat).
+        return fp.encode_attr_out(self._attr(node, os.fstat(node.fd)), TIMEOUT)
+
+    def op_readlink(self, h: fp.InHeader, a: None) -> bytes:
+        node = self._node(h.nodeid)
+        if node.kind != stat.S_IFLNK:
+            raise OSError(errno.EINVAL, "not a symlink")
+        return os.fsencode(os.readlink("", dir_fd=node.fd))
+
+    def op_symlink(self, h: fp.InHeader, a: fp.SymlinkIn) -> bytes:
+        raise OSError(errno.EPERM, "flat share: no symlinks")
+
+    def op_mknod(self, h: fp.InHeader, a: fp.MknodIn) -> bytes:
+        # Flat view: device nodes, FIFOs and sockets cannot be made; a plain
+        # file can (mknod(S_IFREG) is how some programs create files).
+        self._writable()
+        if stat.S_IFMT(a.mode) not in (stat.S_IFREG, 0):
+            raise OSError(errno.EPERM, "flat share: no special files")
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        fd = os.open(a.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666,
+                     dir_fd=parent.fd)  # fmt: skip
+        os.close(fd)
+        return self._entry(parent, a.name)
+
+    def op_link(self, h: fp.InHeader, a: fp.LinkIn) -> bytes:
+        raise OSError(errno.EPERM, "flat share: no hard links")
+
+    def op_mkdir(self, h: fp.InHeader, a: fp.MkdirIn) -> bytes:
+        self._writable()
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        os.mkdir(a.name, 0o777, dir_fd=parent.fd)
+        return self._entry(parent, a.name)
+
+    def op_unlink(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
+        self._writable()
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        os.unlink(a.name, dir_fd=parent.fd)
+        return b""
+
+    def op_rmdir(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
+        self._writable()
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        os.rmdir(a.name, dir_fd=parent.fd)
+        return b""
+
+    def op_rename(self, h: fp.InHeader, a: fp.RenameIn) -> bytes:
+        self._writable()
+        old_dir = self._dir(h.nodeid)
+        new_dir = self._dir(a.newdir)
+        _check_component(a.old)
+        _check_component(a.new)
+        if a.flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise OSError(errno.EINVAL, "rename flags")
+        if a.flags:
+            rc = _libc.renameat2(old_dir.fd, a.old, new_dir.fd, a.new, ctypes.c_uint(a.flags))
+            if rc != 0:
+                raise OSError(ctypes.get_errno(), "renameat2")
+        else:
+            os.rename(a.old, a.new, src_dir_fd=old_dir.fd, dst_dir_fd=new_dir.fd)
+        return b""
+
+    op_rename2 = op_rename
+
+    def op_open(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
+        node = self._node(h.nodeid)
+        if node.kind != stat.S_IFREG:
+            raise OSError(errno.EISDIR if node.kind == stat.S_IFDIR else errno.EACCES, "")
+        flags = a.flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            self._writable()
+        fd = os.open(self._proc(node), flags | os.O_CLOEXEC)
+        return fp.encode_open(self._new_handle(fd, node))
+
+    def op_create(self, h: fp.InHeader, a: fp.CreateIn) -> bytes:
+        self._writable()
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        flags = (a.flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(a.name, flags, 0o666, dir_fd=parent.fd)
+        try:
+            entry = self._entry(parent, a.name)
+        except OSError:
+            os.close(fd)
+            raise
+        node = self.by_key[(parent.view, *_devino(os.fstat(fd)))]
+        return entry + fp.encode_open(self._new_handle(fd, node))
+
+    def op_write(self, h: fp.InHeader, a: fp.WriteIn) -> bytes:
+        self._writable()
+        handle = self._handle(a.fh)
+        return fp.encode_write_out(os.pwrite(handle.fd, a.data, a.offset))
+
+    def op_flush(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
+        self._handle(a.fh)
+        return b""
+
+    def op_release(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
+        handle = self.handles.pop(a.fh, None)
+        if handle is not None:
+            _close(handle.fd)
+        return b""
+
+    op_releasedir = op_release
+
+    def op_fsync(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
+        handle = self._handle(a.fh)
+        (os.fdatasync if a.flags & 1 else os.fsync)(handle.fd)
+        return b""
+
+    op_fsyncdir = op_fsync
+
+    def op_opendir(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
+        node = self._dir(h.nodeid)
+        fd = os.open(self._proc(node), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return fp.encode_open(self._new_handle(fd, node))
+
+    def op_readdir(self, h: fp.InHeader, a: fp.ReadIn) -> bytes:
+        handle = self._handle(a.fh)
+        if handle.entries is None or a.offset == 0:
+            handle.entries = self._list(handle)
+        out = bytearray()
+        for index in range(a.offset, len(handle.entries)):
+            name, ino, dtype = handle.entries[index]
+            if len(out) + fp.dirent_size(name) > a.size:
+                break
+            out += fp.encode_dirent(ino, index + 1, dtype, name)
+        return bytes(out)
+
+    def _list(self, handle: Handle) -> list[tuple[bytes, int, int]]:
+        st = os.fstat(handle.fd)
+        entries = [(b".", st.st_ino, 4), (b"..", st.st_ino, 4)]
+        with os.scandir(handle.fd) as it:
+            for e in it:
+                name = os.fsencode(e.name)
+                if handle.node.nodeid == ROOT_ID and name.startswith(VIEW_PREFIX):
+                    continue
+                try:
+                    dtype = DT.get(stat.S_IFMT(e.stat(follow_symlinks=False).st_mode), 0)
+                except OSError:
+                    dtype = 0
+                entries.append((name, e.inode(), dtype))
+        return entries
+
+    def op_statfs(self, h: fp.InHeader, a: None) -> bytes:
+        node = self._node(h.nodeid)
+        s = (
+            os.statvfs(self._proc(node))
+            if node.kind != stat.S_IFLNK
+            else os.statvfs(self._proc(self.nodes[ROOT_ID]))
+        )
+        return fp.encode_statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree,
+                                s.f_frsize, s.f_namemax)  # fmt: skip
+
+    def op_access(self, h: fp.InHeader, a: fp.AccessIn) -> bytes:
+        return b""  # the guest kernel checks permissions (virtiofs: default_permissions)
+
+    def op_fallocate(self, h: fp.InHeader, a: fp.FallocateIn) -> bytes:
+        self._writable()
+        if a.mode:
+            raise OSError(errno.EOPNOTSUPP, "fallocate mode")
+        os.posix_fallocate(self._handle(a.fh).fd, a.offset, a.length)
+        return b""
+
+    def op_syncfs(self, h: fp.InHeader, a: None) -> bytes:
+        return b""
+
+
+_OPS = {
+    Opcode.INIT, Opcode.DESTROY, Opcode.LOOKUP, Opcode.GETATTR, Opcode.SETATTR,
+    Opcode.READLINK, Opcode.SYMLINK, Opcode.MKNOD, Opcode.LINK, Opcode.MKDIR, Opcode.UNLINK,
+    Opcode.RMDIR, Opcode.RENAME, Opcode.RENAME2, Opcode.OPEN, Opcode.CREATE, Opcode.WRITE,
+    Opcode.FLUSH, Opcode.RELEASE, Opcode.RELEASEDIR, Opcode.FSYNC, Opcode.FSYNCDIR,
+    Opcode.OPENDIR, Opcode.READDIR, Opcode.STATFS, Opcode.ACCESS, Opcode.FALLOCATE,
+    Opcode.SYNCFS,
+}  # fmt: skip
+
+
+def _check_component(name: bytes) -> None:
+    """One path component that stays in its directory."""
+    if name in (b".", b"..") or not name or b"/" in name or b"\0" in name:
+        raise OSError(errno.EINVAL, f"bad name {name!r}")
+
+
+def _devino(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _when(valid: int, flag: int, now_flag: int, sec: int, nsec: int) -> int | str | None:
+    if valid & now_flag:
+        return "now"
+    if valid & flag:
+        return sec * 10**9 + nsec
+    return None
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
