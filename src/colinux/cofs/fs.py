@@ -377,7 +377,8 @@ class ShareFileSystem:
     def op_open(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
         node = self._node(h.nodeid)
         if node.kind != stat.S_IFREG:
-            raise OSError(errno.EISDIR if node.kind == stat.S_IFDIR else errno.EACCES, "")
+            code = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}.get(node.kind)
+            raise OSError(code or errno.EACCES, "not a regular file")
         flags = a.flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._writable()

@@ -1,0 +1,158 @@
+"""cofs in real guests: the seed's mount forms, the flat view, names, confinement.
+
+Each test boots one default guest with `colinux run` and does all its
+checks in one guest command, to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import Colinux
+
+SECRET = b"host secret, not for the guest\n"
+
+
+def run_sh(colinux: Colinux, script: str, *settings: str, cwd: Path | None = None):  # type: ignore[no-untyped-def]
+    args = ["run", *settings, "--", "sh", "-c", script]
+    return colinux.run(*args, **({"cwd": cwd} if cwd else {}))
+
+
+def test_the_seeds_mount_forms_and_fstab_line(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "c"
+    (share / "Share").mkdir(parents=True)
+    (share / "Share" / "inside.txt").write_bytes(b"from the host\n")
+    (share / "top.txt").write_bytes(b"top\n")
+    script = r"""
+    set -e
+    echo 'dax:x:1234:1234::/tmp:/bin/sh' >> /etc/passwd
+    echo 'dax:x:1234:' >> /etc/group
+    mkdir -p /mnt/windows /mnt/w1 /mnt/w2 /mnt/w3
+    mount -t cofs 0 /mnt/w1
+    mount -t cofs cofs0 -o uid=dax,gid=dax /mnt/w2
+    mount -t cofs cofs0:Share -o uid=dax,gid=dax,dmask=0700,fmask=0700 /mnt/w3
+    echo 'cofs0:Share /mnt/windows cofs defaults 0 0' >> /etc/fstab
+    mount -a
+    stat -c '%n %u %g %a' /mnt/w1 /mnt/w1/top.txt /mnt/w2 /mnt/w2/top.txt /mnt/w3 \
+        /mnt/w3/inside.txt /mnt/windows/inside.txt
+    cat /mnt/windows/inside.txt
+    su dax -c 'echo by-dax > /mnt/w3/dax.txt'
+    su dax -c 'cat /mnt/w1/Share/dax.txt' && echo dax-read-w1 || echo dax-denied-w1
+    mount -t cofs 31 /mnt/w1 2>&1 || echo no-share-31
+    """
+    result = run_sh(colinux, script, f"cofs0={share}", "--no-share")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[:7] == [
+        "/mnt/w1 0 0 755",
+        "/mnt/w1/top.txt 0 0 755",
+        "/mnt/w2 1234 1234 755",
+        "/mnt/w2/top.txt 1234 1234 755",
+        "/mnt/w3 1234 1234 700",
+        "/mnt/w3/inside.txt 1234 1234 700",
+        "/mnt/windows/inside.txt 0 0 755",
+    ]
+    assert lines[7] == "from the host"
+    # dax may write in its view; in the root-owned 0755 view it may read.
+    assert (share / "Share" / "dax.txt").read_bytes() == b"by-dax\n"
+    assert lines[8] == "by-dax" and lines[9] == "dax-read-w1"
+    assert "no-share-31" in lines[-1] or b"cofs31" in result.stderr
+
+
+def test_flat_view_and_names(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    names = ["日本語のファイル.txt", "𠮷野家", "a*b?c", "space name"]
+    script = r"""
+    cd /mnt/cofs0
+    for n in '日本語のファイル.txt' '𠮷野家' 'a*b?c' 'space name'; do printf '%s' "$n" > "$n"; done
+    mkdir 'ディレクトリ' && mv '𠮷野家' 'ディレクトリ/𠮷野家-moved'
+    rm 'space name'
+    ls -1 | od -An -c | tr -d ' \n'; echo
+    chmod 600 'a*b?c' && echo chmod-ok
+    chown 5:5 'a*b?c' && echo chown-ok
+    stat -c '%u %g %a' 'a*b?c'
+    ln -s target link 2>/dev/null || echo symlink-EPERM
+    mkfifo fifo 2>/dev/null || echo fifo-EPERM
+    mknod dev c 1 3 2>/dev/null || echo mknod-EPERM
+    dd if=/dev/zero of=big bs=64k count=40 2>/dev/null
+    cmp big /dev/zero 2>&1 | grep -q EOF && echo big-ok
+    truncate -s 100 big && stat -c '%s' big
+    df -P . | tail -1 | awk '{ print ($2 > 0) ? "statfs-ok" : "statfs-bad" }'
+    """
+    result = run_sh(colinux, script, cwd=share)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode().splitlines()
+    assert "chmod-ok" in out and "chown-ok" in out
+    assert "0 0 755" in out  # chmod/chown did not persist
+    assert {"symlink-EPERM", "fifo-EPERM", "mknod-EPERM", "big-ok", "100", "statfs-ok"} <= set(out)
+    on_host = sorted(os.listdir(share))
+    assert on_host == sorted(["日本語のファイル.txt", "a*b?c", "ディレクトリ", "big"])
+    assert os.listdir(share / "ディレクトリ") == ["𠮷野家-moved"]
+    for name in names[:1]:
+        assert (share / name).read_bytes() == name.encode()  # byte for byte
+    assert (share / "ディレクトリ" / "𠮷野家-moved").read_bytes() == "𠮷野家".encode()
+
+
+def test_escapes_find_nothing_outside(colinux: Colinux, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(SECRET)
+    os.utime(secret, (1_000_000_000, 1_000_000_000))
+    share = tmp_path / "share"
+    (share / "sub").mkdir(parents=True)
+    os.symlink(str(secret), share / "abs")
+    os.symlink("../outside/secret", share / "rel")
+    os.symlink("../../outside", share / "sub" / "up")
+    script = r"""
+    cd /mnt/cofs0
+    cat abs rel sub/up/secret ../outside/secret 2>/dev/null
+    echo pwn > abs 2>/dev/null; echo pwn > rel 2>/dev/null; echo pwn > sub/up/secret 2>/dev/null
+    ls -a /mnt/cofs0/.. /mnt/cofs0/../.. 2>/dev/null | grep -c outside
+    for spec in 'cofs0:..' 'cofs0:../outside' 'cofs0:sub/up' 'cofs0:/..' 'cofs0:abs'; do
+        mkdir -p /mnt/e && mount -t cofs "$spec" /mnt/e 2>/dev/null && ls -a /mnt/e && umount /mnt/e
+    done
+    cat '/run/cofs/0/.cofs-view:uid=0,gid=0,dmode=755,fmode=755/../secret' 2>/dev/null
+    ls -a /run/cofs/0 | grep -c cofs-view
+    echo done
+    """
+    result = run_sh(colinux, script, cwd=share)
+    assert result.returncode == 0, result.stderr
+    assert SECRET.strip() not in result.stdout + result.stderr
+    assert b"secret" not in result.stdout
+    assert result.stdout.split()[-1] == b"done"
+    assert secret.read_bytes() == SECRET
+    assert secret.stat().st_mtime == 1_000_000_000
+    assert sorted(os.listdir(outside)) == ["secret"]
+    assert os.readlink(share / "abs") == str(secret)  # the links are still links
+
+
+def test_read_only_share_and_no_share(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "ro"
+    share.mkdir()
+    (share / "f").write_bytes(b"keep\n")
+    script = r"""
+    mkdir -p /mnt/r && mount -t cofs cofs0 /mnt/r
+    cat /mnt/r/f
+    echo x > /mnt/r/f 2>/dev/null || echo write-refused
+    touch /mnt/r/new 2>/dev/null || echo create-refused
+    rm /mnt/r/f 2>/dev/null || echo unlink-refused
+    """
+    result = run_sh(colinux, script, f"cofs0={share},ro")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().split() == [
+        "keep", "write-refused", "create-refused", "unlink-refused"
+    ]  # fmt: skip
+    assert os.listdir(share) == ["f"] and (share / "f").read_bytes() == b"keep\n"
+
+    # `colinux run` shares its directory at /mnt/cofs0 and starts there; --no-share does not.
+    work = tmp_path / "here"
+    work.mkdir()
+    shared = run_sh(colinux, "pwd; echo made > here.txt", cwd=work)
+    assert shared.returncode == 0, shared.stderr
+    assert shared.stdout == b"/mnt/cofs0\n"
+    assert (work / "here.txt").read_bytes() == b"made\n"
+    alone = run_sh(colinux, "pwd; ls /mnt", "--no-share", cwd=work)
+    assert alone.stdout == b"/root\n"

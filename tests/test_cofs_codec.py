@@ -1,0 +1,299 @@
+"""Property and fuzz tests of cofs's wire codecs and of its request handling.
+
+A guest controls every byte the cofs server reads: vhost-user messages,
+virtqueue descriptors and FUSE requests. These tests feed the decoders and
+the file system arbitrary input and check that they only ever refuse with
+their own error (never crash) and that no host file outside the share is
+read or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from colinux.cofs import fuse_proto as fp
+from colinux.cofs import vhost_user as vu
+from colinux.cofs.fs import ShareFileSystem, View
+from colinux.cofs.virtqueue import DescriptorError, GuestMemory, Virtqueue
+
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+
+
+# -- vhost-user ---------------------------------------------------------------
+
+
+@given(st.binary(max_size=64))
+def test_vhost_header_decoder_only_refuses(data: bytes) -> None:
+    try:
+        header = vu.decode_header(data)
+    except vu.ProtocolError:
+        return
+    assert vu.encode_header(header.request, header.size, reply=False)[:4] == data[:4]
+
+
+@given(st.binary(max_size=400))
+def test_vhost_payload_decoders_only_refuse(data: bytes) -> None:
+    for decode in (
+        vu.decode_mem_table, vu.decode_vring_addr, vu.decode_vring_state,
+        vu.decode_vring_fd, vu.decode_config_request, vu.decode_u64,
+    ):  # fmt: skip
+        with contextlib.suppress(vu.ProtocolError):
+            decode(data)
+
+
+regions = st.builds(
+    vu.MemRegion,
+    guest_addr=u64,
+    size=st.integers(1, 2**64 - 1),
+    user_addr=u64,
+    mmap_offset=st.integers(0, 2**40).map(lambda n: n * 4096),
+)
+
+
+@given(st.lists(regions, min_size=1, max_size=vu.MAX_REGIONS))
+def test_mem_table_round_trip(rs: list[vu.MemRegion]) -> None:
+    assert vu.decode_mem_table(vu.encode_mem_table(rs)) == rs
+
+
+@given(st.integers(0, 60), st.integers(0, 60), st.text(min_size=1, max_size=12))
+def test_config_reads_byte_by_byte(offset: int, size: int, tag: str) -> None:
+    if not 0 < len(tag.encode()) <= 36:
+        return
+    space = vu.virtio_fs_config(tag)
+    request = vu.ConfigRequest(offset, size, 0)
+    reply = vu.encode_config_reply(request, space)
+    assert vu.decode_config_request(reply) == request
+    assert reply[12:] == (space + bytes(100))[offset : offset + size]
+
+
+# -- FUSE ---------------------------------------------------------------------
+
+
+def request(opcode: int, body: bytes, nodeid: int = 1, unique: int = 7) -> bytes:
+    header = fp.IN_HEADER.pack(fp.IN_HEADER.size + len(body), opcode, unique, nodeid, 0, 0, 0, 0, 0)
+    return header + body
+
+
+@given(st.binary(max_size=200))
+def test_fuse_decoder_only_refuses(data: bytes) -> None:
+    with contextlib.suppress(fp.FuseProtocolError):
+        fp.decode_request(data)
+
+
+@given(st.sampled_from(list(fp.Opcode)), st.binary(max_size=120), u64)
+def test_fuse_decoder_any_body(opcode: fp.Opcode, body: bytes, nodeid: int) -> None:
+    try:
+        req = fp.decode_request(request(opcode, body, nodeid))
+    except fp.FuseProtocolError:
+        return
+    assert req.header.opcode == opcode and req.header.nodeid == nodeid
+
+
+names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"), min_size=1
+).map(lambda s: s.encode()[:255]).filter(lambda b: len(b) > 0 and b"\0" not in b)  # fmt: skip
+
+
+@given(names, u32, u32)
+def test_fuse_names_round_trip(name: bytes, mode: int, umask: int) -> None:
+    req = fp.decode_request(
+        request(fp.Opcode.MKDIR, struct.pack("<II", mode, umask) + name + b"\0")
+    )
+    assert req.args == fp.MkdirIn(mode, umask, name)
+    old, new = name, name[::-1] or b"x"
+    body = struct.pack("<QII", 9, 1, 0) + old + b"\0" + new + b"\0"
+    if b"/" not in new and len(new) <= 255:
+        try:
+            new.decode()
+        except UnicodeDecodeError:
+            return
+        assert fp.decode_request(request(fp.Opcode.RENAME2, body)).args == fp.RenameIn(
+            9, 1, old, new
+        )
+
+
+def test_fuse_write_length_must_match() -> None:
+    body = struct.pack("<QQII", 1, 0, 10, 0) + bytes(16) + b"short"
+    with pytest.raises(fp.FuseProtocolError):
+        fp.decode_request(request(fp.Opcode.WRITE, body))
+
+
+def test_dirent_is_padded() -> None:
+    entry = fp.encode_dirent(5, 1, 8, "𠮷".encode())
+    assert len(entry) % 8 == 0 and entry[24:28] == "𠮷".encode()
+
+
+def test_view_options_are_octal_modes() -> None:
+    assert View.parse(b"uid=1000,gid=100,dmode=0700,fmode=775") == View(1000, 100, 0o700, 0o775)
+    for bad in (b"uid=x", b"dmode=9", b"other=1", b"uid=1,uid=2", b"fmode=77777"):
+        with pytest.raises(ValueError):
+            View.parse(bad)
+
+
+# -- the file system under fuzzing ------------------------------------------------
+
+evil_names = st.sampled_from(
+    [b"..", b".", b"../outside", b"x/../../outside", b"abs", b"rel", b"a", b"b", b"\xff\xfe",
+     b".cofs-view:uid=1,gid=1,dmode=777,fmode=777", b"secret", "日本語".encode()]
+)  # fmt: skip
+ops = st.tuples(
+    st.sampled_from(list(fp.Opcode)),
+    st.integers(0, 12),  # node id: small, so lookups make real nodes to reuse
+    evil_names,
+    evil_names,
+    st.integers(0, 8),  # file handle
+    st.integers(0, 2**20),  # offset
+)
+
+
+def _body(op: fp.Opcode, name: bytes, name2: bytes, fh: int, offset: int) -> bytes:
+    if op in (fp.Opcode.LOOKUP, fp.Opcode.UNLINK, fp.Opcode.RMDIR):
+        return name + b"\0"
+    if op == fp.Opcode.MKDIR:
+        return struct.pack("<II", 0o755, 0) + name + b"\0"
+    if op == fp.Opcode.MKNOD:
+        return struct.pack("<IIII", 0o10644, 0, 0, 0) + name + b"\0"
+    if op == fp.Opcode.CREATE:
+        return struct.pack("<IIII", os.O_RDWR, 0o644, 0, 0) + name + b"\0"
+    if op in (fp.Opcode.RENAME, fp.Opcode.RENAME2):
+        flags = struct.pack("<II", 0, 0) if op == fp.Opcode.RENAME2 else b""
+        return struct.pack("<Q", 1) + flags + name + b"\0" + name2 + b"\0"
+    if op == fp.Opcode.SYMLINK:
+        return name + b"\0" + b"/etc/passwd\0"
+    if op == fp.Opcode.LINK:
+        return struct.pack("<Q", 2) + name + b"\0"
+    if op in (fp.Opcode.OPEN, fp.Opcode.OPENDIR):
+        return struct.pack("<II", os.O_RDWR if fh % 2 else os.O_RDONLY, 0)
+    if op in (fp.Opcode.READ, fp.Opcode.READDIR):
+        return struct.pack("<QQIIQII", fh, offset % 64, 4096, 0, 0, 0, 0)
+    if op == fp.Opcode.WRITE:
+        return struct.pack("<QQIIQII", fh, offset, 3, 0, 0, 0, 0) + b"pwn"
+    if op == fp.Opcode.SETATTR:
+        return struct.pack("<IIQQQQQQIIIIIIII", 0x7F, 0, fh, offset, 0, 0, 0, 0, 0, 0, 0, 0o777,
+                           0, 0, 0, 0)  # fmt: skip
+    if op == fp.Opcode.INIT:
+        return struct.pack("<IIII", 7, 31, 65536, 0xFFFFFFFF)
+    return struct.pack("<QII", fh, 0, 0) + bytes(24)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(ops, max_size=40))
+def test_fuzzed_requests_stay_in_the_share(tmp_path: Path, sequence: list[tuple]) -> None:  # type: ignore[type-arg]
+    base = tmp_path / f"case{os.urandom(4).hex()}"
+    share = base / "share"
+    share.mkdir(parents=True)
+    secret = base / "secret"
+    secret.write_bytes(b"top secret")
+    os.symlink(str(secret), share / "abs")
+    os.symlink("../secret", share / "rel")
+    (share / "a").write_bytes(b"in the share")
+    before = sorted(p.name for p in base.iterdir())
+    fs = ShareFileSystem(str(share))
+    try:
+        for op, nodeid, name, name2, fh, offset in sequence:
+            data = request(op, _body(op, name, name2, fh, offset), nodeid)
+            try:
+                req = fp.decode_request(data)
+            except fp.FuseProtocolError:
+                continue
+            if op == fp.Opcode.READ:
+                buf = bytearray(4096)
+                try:
+                    n = fs.read_into(req.args.fh, req.args.offset, [memoryview(buf)])
+                except OSError:
+                    continue
+                assert b"top secret" not in bytes(buf[:n])
+                continue
+            reply = fs.handle(req)
+            if reply is not None:
+                length, error, unique = fp.OUT_HEADER.unpack_from(reply)
+                assert length == len(reply) and unique == 7 and error <= 0
+                assert b"top secret" not in reply
+    finally:
+        fs.close()
+    assert secret.read_bytes() == b"top secret"
+    assert sorted(p.name for p in base.iterdir()) == before
+
+
+def test_symlinks_are_not_followed_on_the_host(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"top secret")
+    share = tmp_path / "share"
+    share.mkdir()
+    os.symlink(str(tmp_path / "secret"), share / "abs")
+    fs = ShareFileSystem(str(share))
+    try:
+        entry = fs.handle(fp.decode_request(request(fp.Opcode.LOOKUP, b"abs\0")))
+        assert entry is not None
+        nodeid = struct.unpack_from("<Q", entry, fp.OUT_HEADER.size)[0]
+        opened = fs.handle(fp.decode_request(request(fp.Opcode.OPEN, bytes(8), nodeid)))
+        assert opened is not None
+        assert fp.OUT_HEADER.unpack_from(opened)[1] == -errno.ELOOP
+        dotdot = fs.handle(fp.decode_request(request(fp.Opcode.LOOKUP, b"..\0")))
+        assert dotdot is not None and fp.OUT_HEADER.unpack_from(dotdot)[1] == -errno.EINVAL
+    finally:
+        fs.close()
+
+
+# -- virtqueues -------------------------------------------------------------------
+
+QSIZE = 8
+DESC, AVAIL, USED = 0x1000, 0x2000, 0x3000
+MEM = 0x10000
+
+
+@given(
+    st.lists(st.tuples(u64, u32, st.integers(0, 7), st.integers(0, 2**16 - 1)),
+             min_size=QSIZE, max_size=QSIZE),
+    st.lists(st.integers(0, 2**16 - 1), min_size=QSIZE, max_size=QSIZE),
+    st.integers(0, 2**16 - 1),
+)  # fmt: skip
+def test_virtqueue_walks_only_guest_memory(
+    descs: list[tuple[int, int, int, int]], ring: list[int], avail_idx: int
+) -> None:
+    fd = os.memfd_create("guest")
+    try:
+        os.ftruncate(fd, MEM)
+        region = vu.MemRegion(guest_addr=0, size=MEM, user_addr=0, mmap_offset=0)
+        memory = GuestMemory.map([region], [fd])
+    finally:
+        os.close(fd)
+    view = memory.view(0, MEM)
+    for i, d in enumerate(descs):
+        struct.pack_into("<QIHH", view, DESC + 16 * i, *d)
+    struct.pack_into("<HH", view, AVAIL, 0, avail_idx)
+    for i, head in enumerate(ring):
+        struct.pack_into("<H", view, AVAIL + 4 + 2 * i, head)
+    addr = vu.VringAddr(0, 0, DESC, USED, AVAIL, 0)
+    queue = Virtqueue(memory, size=QSIZE, addr=addr, base=0)
+    try:
+        for _ in range(QSIZE + 1):
+            head = queue.pop()
+            if head is None:
+                break
+            try:
+                chain = queue.chain(head)
+            except DescriptorError:
+                continue
+            for v in chain.readable + chain.writable:
+                assert len(v) <= MEM
+            chain.write(b"x" * 64)
+            for v in chain.readable + chain.writable:
+                v.release()
+            queue.push(head, 0)
+    except DescriptorError:
+        pass
+    finally:
+        queue.release()
+        view.release()
+        memory.close()
