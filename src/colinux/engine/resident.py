@@ -78,7 +78,7 @@ def _pss_kib(pid: int) -> int | None:
 
 def resident_kib(root: int) -> int | None:
     """Host memory (KiB, proportional set size) held by ``root``'s process tree."""
-    total, counted = 0, []
+    total, counted = 0, list[int]()
     seen_any = False
     for pid in process_tree(root):
         if any(same_address_space(pid, other) for other in counted):
