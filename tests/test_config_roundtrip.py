@@ -20,6 +20,7 @@ from colinux.config.cmdline import (
 )
 from colinux.config.model import (
     MAX_INDEX,
+    MAX_SERIAL_INDEX,
     BlockDevice,
     CofsShare,
     CofsType,
@@ -28,6 +29,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
     Redirection,
+    SerialLine,
 )
 from colinux.config.xml import parse_xml, write_xml
 from colinux.errors import UserError
@@ -85,6 +87,22 @@ aliases_ = st.builds(
     st.sampled_from(["", "1", "2", "15"]),
 )
 indexes = st.lists(st.integers(0, MAX_INDEX), unique=True, max_size=5).map(sorted)
+serial_modes = st.lists(
+    st.sampled_from(list(values.SERIAL_MODE_KEYS)), unique=True, min_size=1
+).flatmap(
+    lambda keys: st.tuples(*(st.sampled_from(values.SERIAL_MODE_KEYS[k]) for k in keys)).map(
+        lambda chosen: values.parse_serial_mode(
+            " ".join(f"{k}={v}" for k, v in zip(keys, chosen, strict=True))
+        )
+    )
+)
+
+
+@st.composite
+def serial_lines(draw: st.DrawFn, index: int) -> SerialLine:
+    device = draw(st.none() | raw_paths | st.just(HostPath("daemon")))
+    mode = draw(st.none() | serial_modes) if device is not None else None
+    return SerialLine(index, device, mode)
 
 
 @st.composite
@@ -114,6 +132,8 @@ def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
         for i in draw(indexes)
     )
     networks = tuple(draw(network_cards(i)) for i in draw(indexes))
+    serial_indexes = draw(st.lists(st.integers(0, MAX_SERIAL_INDEX), unique=True).map(sorted))
+    serials = tuple(draw(serial_lines(i)) for i in serial_indexes)
     return Machine(
         kernel=draw(st.none() | raw_paths),
         memory_mb=draw(st.integers(1, values.MAX_MEMORY_MB)),
@@ -122,6 +142,7 @@ def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
         block_devices=block_devices,
         cofs=cofs,
         networks=networks,
+        serials=serials,
     )
 
 
@@ -163,6 +184,7 @@ _keys = st.sampled_from(
     [
         *("", "kernel=", "mem=", "initrd=", "cobd0=", "cobd99=", "cofs1=", "eth0=", "eth2=slirp,"),
         *("hda1=", "hda1=:", "sdb=:cobd", "eth0=tuntap,", "eth0=pcap-bridge,", "cofs0=x,", "@"),
+        *("ttys0=", "ttys9=", "ttys1=daemon", "ttys2=/dev/x,", 'ttys3=/dev/x,"baud='),
     ]
 )
 _values = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
@@ -197,10 +219,14 @@ _attributes = st.sampled_from(
         *('index="0"', 'index="x"', 'index="99"', 'path="p"', 'path=""', 'enabled="maybe"'),
         *('type="meta"', 'type="slirp"', 'mac="zz"', 'redir="tcp:1"', 'size="0"', 'alias="hdz"'),
         *('name="n"', 'promisc="false"', 'readonly="true"', 'bogus="1"'),
+        *('device="/dev/x"', 'device=""', 'mode="baud=9600"', 'mode="baud=1"', 'index="3"'),
     ]
 )
 _elements = st.sampled_from(
-    ["block_device", "cofs_device", "bootparams", "initrd", "image", "memory", "network", "x"]
+    [
+        *("block_device", "cofs_device", "bootparams", "initrd", "image", "memory", "network"),
+        *("serial", "x"),
+    ]
 )
 
 

@@ -143,9 +143,9 @@ def test_declared_encoding_is_honoured() -> None:
 
 def test_unknown_element_warns_with_its_line() -> None:
     warnings: list[str] = []
-    machine = parse('<memory size="64"/>\n\n<serial index="0"/>', warnings)
+    machine = parse('<memory size="64"/>\n\n<sound index="0"/>', warnings)
     assert machine.memory_mb == 64
-    assert warnings == ["my.xml:4: unknown element <serial> ignored"]
+    assert warnings == ["my.xml:4: unknown element <sound> ignored"]
 
 
 def test_unknown_attribute_warns_with_its_line() -> None:

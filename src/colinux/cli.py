@@ -94,7 +94,7 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   --name NAME    guest name, also the engine's umid (default: colinux)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
-  KEY=VALUE      kernel=, mem=, initrd=, cobdN=, hdXN=, cofsN=, ethN=; other words
+  KEY=VALUE      kernel=, mem=, initrd=, cobdN=, hdXN=, cofsN=, ethN=, ttysN=; other words
                  go to the guest kernel's command line (root=, ro, init=...)
   --version      show versions;  -h, --help  this help
 Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
@@ -319,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("name")
     console.add_argument("--no-replay", action="store_true", help="do not replay recent output")
 
+    serial = sub.add_parser(
+        "serial",
+        help=f"attach this terminal to a guest's serial line ttySN ({DETACH_KEY_NAME} detaches)",
+    )
+    serial.add_argument("name")
+    serial.add_argument("line", type=int, metavar="N", help="the line: 0 for ttyS0 ... 3")
+    serial.add_argument("--no-replay", action="store_true", help="do not replay recent output")
+    serial.add_argument(
+        "--pty", action="store_true", help="give a host pty path (for screen, minicom) instead"
+    )
+
     stop = sub.add_parser("stop", help="shut a guest down (forced after a timeout)")
     stop.add_argument("name")
     stop.add_argument("--force", action="store_true", help="do not wait for a clean shutdown")
@@ -529,6 +540,10 @@ def colinux_command(argv: Sequence[str]) -> int:
         return cmd_list()
     if ns.command == "console":
         return attach_console(check_name(ns.name), replay=not ns.no_replay)
+    if ns.command == "serial":
+        return attach_console(
+            check_name(ns.name), replay=not ns.no_replay, line=ns.line, pty=ns.pty
+        )
     if ns.command == "stop":
         return cmd_stop(ns)
     if ns.command == "config":

@@ -26,6 +26,8 @@ original did with keys it did not know):
 ``ethN=slirp[,MAC][,REDIRS]``                    user-mode NAT; REDIRS ``tcp:2222:22/udp:...``
 ``ethN=tuntap[,"NAME"][,MAC]``                   host TAP device NAME
 ``ethN=pcap-bridge[,"NAME"][,MAC][,nopromisc]``  bridged onto host interface NAME
+``ttysN=DEVICE[,"MODE"]``                        guest ttySN (0..3) on a host tty or pty
+``ttysN=daemon``                                 ttySN served by the daemon (colinux serial)
 ==============================================  =========================================
 
 Values with several fields are split on commas; a field in double quotes may
@@ -61,6 +63,7 @@ from colinux.config import values
 from colinux.config.model import (
     MAX_INDEX,
     MAX_NETWORK_INDEX,
+    MAX_SERIAL_INDEX,
     BlockDevice,
     CofsShare,
     CofsType,
@@ -68,6 +71,7 @@ from colinux.config.model import (
     Machine,
     NetworkCard,
     NetworkType,
+    SerialLine,
 )
 from colinux.errors import UserError
 
@@ -79,7 +83,9 @@ MAX_AT_DEPTH = 8  # @FILE inside @FILE, this deep at most
 Word = tuple[str, str | None]
 
 SCALAR_KEYS = ("kernel", "mem", "initrd")
-_INDEXED_KEY = re.compile(r"(cobd|cofs|eth)([0-9]+)", re.ASCII)
+_INDEXED_KEY = re.compile(r"(cobd|cofs|eth|ttys)([0-9]+)", re.ASCII)
+_INDEX_LIMITS = {"eth": MAX_NETWORK_INDEX, "ttys": MAX_SERIAL_INDEX}
+SERIAL_DAEMON = "daemon"  # ttysN=daemon: the daemon serves the line
 _ALIAS_REFERENCE = re.compile(r":cobd([0-9]+)", re.ASCII)
 
 # The characters a POSIX shell leaves alone (those of shlex.quote).
@@ -181,6 +187,7 @@ class _Builder:
         self.block = {d.index: d for d in base.block_devices}
         self.cofs = {s.index: s for s in base.cofs}
         self.networks = {c.index: c for c in base.networks}
+        self.serials = {s.index: s for s in base.serials}
         # name -> the word that gave it: "cobd0", "hda1", "cofs0", "eth0", and
         # "=cobd0" for the word that named cobd0 with an alias.
         self.claims: dict[str, Word] = {}
@@ -226,12 +233,14 @@ class _Builder:
             self.memory_mb = values.parse_memory(value)
         elif match := _INDEXED_KEY.fullmatch(key):
             kind, digits = match.groups()
-            index = values.parse_index(digits, MAX_NETWORK_INDEX if kind == "eth" else MAX_INDEX)
+            index = values.parse_index(digits, _INDEX_LIMITS.get(kind, MAX_INDEX))
             self.claim(f"{kind}{index}", word)
             if kind == "cobd":
                 self.block[index] = BlockDevice(index, self.path(word, value))
             elif kind == "cofs":
                 self.cofs[index] = self.cofs_share(index, value)
+            elif kind == "ttys":
+                self.serials[index] = self.serial_line(index, value)
             else:
                 self.networks[index] = self.network_card(index, value)
         else:  # an alias: hda1=PATH or hda1=:cobd0
@@ -265,6 +274,22 @@ class _Builder:
                     f'(quote a path holding a comma: cofs{index}="/srv/a,b")'
                 )
         return CofsShare(index, HostPath(path), type=kind or CofsType.FLAT, readonly=readonly)
+
+    def serial_line(self, index: int, value: str) -> SerialLine:
+        if value in ("", SERIAL_DAEMON):
+            return SerialLine(index)  # as the original, no device: the daemon's own terminal
+        fields = split_fields(value)  # ttysN="daemon" is a device of that name
+        if len(fields) > 2:
+            raise values.BadValue(
+                f'too many fields: expected ttys{index}=DEVICE[,"MODE"] or ttys{index}=daemon '
+                '(quote a MODE holding commas: "baud=9600,data=7")'
+            )
+        if fields[0] == "":
+            raise values.BadValue("expected a host device (a tty or pty) before the MODE")
+        if value.startswith(SERIAL_DAEMON + ","):
+            raise values.BadValue('the daemon\'s line takes no MODE (quote "daemon" for a file)')
+        mode = values.parse_serial_mode(fields[1]) if len(fields) == 2 else None
+        return SerialLine(index, HostPath(fields[0]), mode)
 
     def network_card(self, index: int, value: str) -> NetworkCard:
         kind_text, *fields = split_fields(value)
@@ -341,6 +366,7 @@ class _Builder:
             block_devices=tuple(self.block[i] for i in sorted(self.block)),
             cofs=tuple(self.cofs[i] for i in sorted(self.cofs)),
             networks=tuple(self.networks[i] for i in sorted(self.networks)),
+            serials=tuple(self.serials[i] for i in sorted(self.serials)),
             source=self.base_source,
         )
 
@@ -515,6 +541,15 @@ def write_cmdline(machine: Machine) -> list[str]:
         words.append(f"initrd={_single_quote(machine.initrd.raw)}")
     for card in sorted(machine.networks, key=lambda c: c.index):
         words.append(f"eth{card.index}={_network_value(card)}")
+    for line in sorted(machine.serials, key=lambda s: s.index):
+        if line.device is None:
+            words.append(f"ttys{line.index}={SERIAL_DAEMON}")
+            continue
+        # A device literally named "daemon" is quoted, so as not to read back as the keyword.
+        value = quote_field(line.device.raw, always=line.device.raw == SERIAL_DAEMON)
+        if line.mode is not None:
+            value += f",{quote_field(line.mode, always=True)}"  # MODE quoted, as the original
+        words.append(f"ttys{line.index}={value}")
     return words
 
 
@@ -546,7 +581,8 @@ def display_word(word: str) -> str:
     match = _INDEXED_KEY.fullmatch(key)
     if (
         match is not None
-        and match.group(1) in ("cofs", "eth")  # the keys whose values split_fields reads
+        and match.group(1) in ("cofs", "eth", "ttys")  # the keys split_fields reads
+        and not (match.group(1) == "ttys" and value.startswith(f'"{SERIAL_DAEMON}"'))
         and '"' in value
         and _SHELL_SAFE.fullmatch(word.replace('"', ""))
         and all(_PLAIN_FIELD.fullmatch(field) for field in value.split(","))

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 MAX_INDEX = 31  # cobd0..cobd31, cofs0..cofs31 as in coLinux 0.6.2
 MAX_NETWORK_INDEX = 31
+MAX_SERIAL_INDEX = 3  # ttyS0..ttyS3, the PC's four serial ports
 DEFAULT_KERNEL = "vmlinux"  # XML <image> default in the original
 DEFAULT_MEMORY_MB = 32  # the 0.6 command-line default
 
@@ -95,6 +96,22 @@ class NetworkCard:
 
 
 @dataclass(frozen=True)
+class SerialLine:
+    """``ttysN=DEVICE[,"MODE"]`` / ``ttysN=daemon`` / ``<serial index=N device=... mode=...>``.
+
+    The guest's ``/dev/ttySN``. With a ``device`` (a host tty or pty) the line
+    is connected to it, ``mode`` (``"baud=115200 data=8 parity=n stop=1"``,
+    normalized by ``values.parse_serial_mode``) setting its line discipline;
+    without one the daemon serves the line like the console
+    (``colinux serial NAME N``).
+    """
+
+    index: int
+    device: HostPath | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
 class Machine:
     """One cooperative guest, as configured.
 
@@ -112,6 +129,7 @@ class Machine:
     block_devices: tuple[BlockDevice, ...] = ()
     cofs: tuple[CofsShare, ...] = ()
     networks: tuple[NetworkCard, ...] = ()
+    serials: tuple[SerialLine, ...] = ()
     source: str | None = field(default=None, compare=False)  # file it was read from, for messages
 
     def enabled_block_devices(self) -> tuple[BlockDevice, ...]:

@@ -182,6 +182,12 @@ def resolve_machine(machine: Machine, *, drives: DriveMap, base_dir: str) -> Mac
         cofs=tuple(
             replace(s, path=resolve(s.path, f"cofs{s.index}", s.enabled)) for s in machine.cofs
         ),
+        serials=tuple(
+            replace(line, device=resolve(line.device, f"ttys{line.index}"))
+            if line.device is not None
+            else line
+            for line in machine.serials
+        ),
     )
 
 
@@ -238,6 +244,12 @@ def check_machine(machine: Machine) -> None:
         host = str(share.path)
         if not stat.S_ISDIR(_stat(host, label, "directory").st_mode):
             raise UserError(f"{label}: directory '{host}' is not a directory")
+    for line in machine.serials:
+        if line.device is not None:
+            label = _label(f"ttys{line.index}", machine)
+            host = str(line.device)
+            if not stat.S_ISCHR(_stat(host, label, "device").st_mode):
+                raise UserError(f"{label}: '{host}' is not a terminal device (a tty or pty)")
     macs: dict[str, int] = {}
     for card in machine.networks:
         if card.mac is not None:

@@ -183,3 +183,46 @@ def parse_cmdline_network_type(text: str) -> NetworkType:
         return CMDLINE_NETWORK_TYPES[text.lower()]
     except KeyError:
         raise BadValue("expected tuntap, pcap-bridge or slirp") from None
+
+
+# A serial line's MODE, in the spirit of the Windows ``mode`` command the
+# original took it from: ``baud=115200 parity=n data=8 stop=1 xon=off``.
+SERIAL_BAUDS = (
+    50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400,
+    57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000,
+    2000000, 2500000, 3000000, 3500000, 4000000,
+)  # fmt: skip
+SERIAL_MODE_KEYS = {
+    "baud": tuple(str(b) for b in SERIAL_BAUDS),
+    "data": ("5", "6", "7", "8"),
+    "parity": ("n", "e", "o"),
+    "stop": ("1", "2"),
+    "xon": ("on", "off"),
+}
+
+
+def parse_serial_mode(text: str) -> str:
+    """A serial MODE, checked and normalized (lower case, keys in a fixed order)."""
+    settings: dict[str, str] = {}
+    for item in text.replace(",", " ").split():
+        key, eq, value = item.lower().partition("=")
+        if not eq or key not in SERIAL_MODE_KEYS:
+            raise BadValue(
+                f"{item!r}: expected KEY=VALUE with KEY one of "
+                f'{", ".join(SERIAL_MODE_KEYS)} (e.g. "baud=115200 data=8 parity=n stop=1")'
+            )
+        if value not in SERIAL_MODE_KEYS[key]:
+            allowed = SERIAL_MODE_KEYS[key]
+            shown = f"{allowed[0]}..{allowed[-1]}" if len(allowed) > 5 else "|".join(allowed)
+            raise BadValue(f"{item!r}: {key} is {shown}")
+        if key in settings:
+            raise BadValue(f"{key} is given twice")
+        settings[key] = value
+    if not settings:
+        raise BadValue('an empty MODE: leave it out, or give e.g. "baud=115200"')
+    return " ".join(f"{k}={settings[k]}" for k in SERIAL_MODE_KEYS if k in settings)
+
+
+def serial_mode_settings(mode: str) -> dict[str, str]:
+    """A normalized MODE as a dict, for the engine that applies it."""
+    return dict(item.split("=", 1) for item in mode.split())

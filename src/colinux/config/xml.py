@@ -9,7 +9,9 @@
 
 The format is coLinux 0.6's: a ``<colinux>`` root holding ``<block_device>``,
 ``<cofs_device>``, ``<bootparams>``, ``<initrd>``, ``<image>``, ``<memory>``
-and ``<network>`` elements. Where the original was lax, this reader is not:
+and ``<network>`` elements, and colinux's ``<serial index="0" device="/dev/ttyUSB0"
+mode="baud=115200"/>`` (the original's ``ttysN=`` had no XML form; without
+``device`` the daemon serves the line). Where the original was lax, this reader is not:
 
 - A mistake is a ``UserError`` naming ``FILE:LINE``, the element, the
   attribute and what was expected; the original ignored most of them.
@@ -53,6 +55,7 @@ from colinux.config.model import (
     DEFAULT_MEMORY_MB,
     MAX_INDEX,
     MAX_NETWORK_INDEX,
+    MAX_SERIAL_INDEX,
     BlockDevice,
     CofsShare,
     CofsType,
@@ -60,6 +63,7 @@ from colinux.config.model import (
     Machine,
     NetworkCard,
     NetworkType,
+    SerialLine,
 )
 from colinux.errors import UserError
 
@@ -77,6 +81,7 @@ ELEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "image": (("path",), ()),
     "memory": (("size",), ()),
     "network": (("index",), ("type", "name", "mac", "redir", "promisc")),
+    "serial": (("index",), ("device", "mode")),
 }
 SINGLETONS = ("bootparams", "initrd", "image", "memory")
 TEXT_ELEMENTS = ("bootparams",)
@@ -171,6 +176,7 @@ class _Reader:
         self.aliases: dict[str, int] = {}  # alias -> line
         self.cofs: dict[int, tuple[CofsShare, int]] = {}
         self.networks: dict[int, tuple[NetworkCard, int]] = {}
+        self.serials: dict[int, tuple[SerialLine, int]] = {}
         self.kernel: HostPath | None = None
         self.initrd: HostPath | None = None
         self.memory_mb = DEFAULT_MEMORY_MB
@@ -216,6 +222,7 @@ class _Reader:
             block_devices=tuple(d for _, (d, _) in sorted(self.block_devices.items())),
             cofs=tuple(c for _, (c, _) in sorted(self.cofs.items())),
             networks=tuple(n for _, (n, _) in sorted(self.networks.items())),
+            serials=tuple(s for _, (s, _) in sorted(self.serials.items())),
             source=self.source,
         )
 
@@ -328,6 +335,14 @@ class _Reader:
         )
         self.networks[index] = (card, node.line)
 
+    def on_serial(self, node: _Node) -> None:
+        index = self.claim_index(node, self.serials, "ttyS", MAX_SERIAL_INDEX)
+        device = self.path(node, "device") if "device" in node.attrs else None
+        mode = self.optional(node, "mode", values.parse_serial_mode, None)
+        if mode is not None and device is None:
+            raise self.error(node, 'mode="...": a line the daemon serves (no device) has no mode')
+        self.serials[index] = (SerialLine(index, device, mode), node.line)
+
 
 def parse_xml(data: bytes | str, *, source: str, warn: Callable[[str], None]) -> Machine:
     """Read XML configuration text; ``source`` names it in messages.
@@ -439,5 +454,12 @@ def write_xml(machine: Machine) -> str:
         if not card.promisc and "promisc" in used:
             attrs.append(("promisc", "false"))
         lines.append(_element("network", attrs))
+    for line in sorted(machine.serials, key=lambda s: s.index):
+        attrs = [("index", str(line.index))]
+        if line.device is not None:
+            attrs.append(("device", line.device.raw))
+        if line.mode is not None:
+            attrs.append(("mode", line.mode))
+        lines.append(_element("serial", attrs))
     lines.append(f"</{ROOT}>")
     return "\n".join(lines) + "\n"

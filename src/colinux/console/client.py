@@ -2,6 +2,8 @@
 
     request("web", {"op": "status"})     # one request, one reply
     attach_console("web")                 # this terminal becomes web's console
+    attach_console("web", line=0)         # ... or its serial line ttyS0
+    attach_console("web", line=0, pty=True)  # a host pty for screen/minicom instead
 
 While attached, the terminal is raw: every key goes to the guest except the
 detach key (Ctrl-]), which leaves the guest running. Several consoles may be
@@ -84,20 +86,63 @@ def _remove_stale(gdir: GuestDir) -> None:
     shutil.rmtree(gdir.path, ignore_errors=True)
 
 
-def attach_console(name: str, *, replay: bool = True) -> int:
-    """Attach this terminal to guest ``name`` until detached or the guest stops."""
+def attach_console(
+    name: str, *, replay: bool = True, line: int | None = None, pty: bool = False
+) -> int:
+    """Attach this terminal to guest ``name`` until detached or the guest stops.
+
+    ``line`` N attaches to serial line ttySN instead of the console. ``pty``
+    makes a host pseudo-terminal the end instead, and prints its path, for
+    ``screen`` or ``minicom``; it lasts until interrupted or the guest stops.
+    """
     gdir = guest_dir(name)
+    if line is not None:
+        reply = request(name, {"op": "status"}).get("serials")
+        served = list(reply) if isinstance(reply, list) else []
+        if line not in served:
+            lines = ", ".join(f"ttyS{i}" for i in served) or "none"
+            raise UserError(
+                f"guest {name} has no serial line ttyS{line} served by its daemon "
+                f"(served: {lines}; start it with ttys{line}=daemon)"
+            )
     sock = _connect(gdir)
     sock.settimeout(None)
-    return asyncio.run(_attach(sock, name, replay))
+    if not pty:
+        return asyncio.run(_attach(sock, name, replay, line))
+    import pty as ptys
+    import tty
+
+    master, slave = ptys.openpty()
+    tty.setraw(slave)  # the program that opens it chooses its own mode
+    try:
+        path = os.ttyname(slave)
+        what = f"ttyS{line}" if line is not None else "console"
+        print(f"{name} {what} is on {path} (e.g. screen {path}); Ctrl-C ends it", flush=True)
+        # We keep the slave open too, so the line survives the program closing it.
+        return asyncio.run(_attach(sock, name, replay, line, fds=(master, master)))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
-async def _attach(sock: socket.socket, name: str, replay: bool) -> int:
+async def _attach(
+    sock: socket.socket,
+    name: str,
+    replay: bool,
+    line: int | None = None,
+    fds: tuple[int, int] | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(protocol.encode_json({"op": "attach", "replay": replay}))
-    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
-    interactive = os.isatty(in_fd)
+    message: dict[str, object] = {"op": "attach", "replay": replay}
+    if line is not None:
+        message["line"] = line
+    writer.write(protocol.encode_json(message))
+    in_fd, out_fd = fds or (sys.stdin.fileno(), sys.stdout.fileno())
+    interactive = fds is None and os.isatty(in_fd)
+    what = f"{name} ttyS{line}" if line is not None else name
     detached = asyncio.Event()
 
     def send_size() -> None:
@@ -134,7 +179,7 @@ async def _attach(sock: socket.socket, name: str, replay: bool) -> int:
 
     with raw_terminal(in_fd):
         if interactive:
-            print(f"[attached to {name}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
+            print(f"[attached to {what}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
             send_size()
         loop.add_reader(in_fd, typed)
         if interactive:

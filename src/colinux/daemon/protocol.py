@@ -11,7 +11,8 @@ events); ``D`` frames carry raw console bytes, in both directions::
 
 Requests (``op``): ``status``; ``attach`` (the reply is followed by the
 replayed recent console output and then live output as ``D`` frames; the
-client's ``D`` frames are typed into the console; closing detaches);
+client's ``D`` frames are typed into the console; closing detaches; with
+``line`` N, serial line ttySN instead of the console);
 ``stop`` (``force``: skip the clean shutdown); ``cad`` (Ctrl-Alt-Del).
 Replies have ``ok`` and, when false, ``error``.
 """

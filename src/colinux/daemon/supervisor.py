@@ -139,6 +139,8 @@ class Supervisor:
         self, loop: asyncio.AbstractEventLoop, gdir: ClaimedGuestDir, channels: GuestChannels
     ) -> int:
         self.hub = ConsoleHub(channels.console, loop)
+        # Serial lines the daemon serves get a hub each, like the console.
+        self.serial_hubs = {i: ConsoleHub(fd, loop) for i, fd in channels.serials.items()}
         if self.options.pidfile:
             with open(self.options.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -169,6 +171,8 @@ class Supervisor:
                     await self.engine.wait()
                     channels = await self.engine.start()
                     self.hub.switch(channels.console)
+                    for index, fd in channels.serials.items():
+                        self.serial_hubs[index].switch(fd)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -179,6 +183,8 @@ class Supervisor:
             for writer in list(self._clients):
                 writer.close()
             self.hub.close()
+            for hub in self.serial_hubs.values():
+                hub.close()
         return self._exit_status(status)
 
     async def _boot(self, gdir: ClaimedGuestDir, channels: GuestChannels) -> int:
@@ -422,6 +428,7 @@ class Supervisor:
         self._clients.add(writer)
         decoder = protocol.FrameDecoder()
         detach = None
+        hub = self.hub  # the console, or the serial line the client attached to
 
         def send(data: bytes) -> None:
             if writer.is_closing():
@@ -437,18 +444,23 @@ class Supervisor:
                 for kind, payload in decoder.feed(data):
                     if kind == protocol.DATA:
                         if detach is not None:
-                            self.hub.write(payload)
+                            hub.write(payload)
                         continue
                     request = protocol.decode_json(payload)
                     op = request.get("op")
                     if op == "attach":
+                        line = request.get("line")
+                        if line is not None and line not in self.serial_hubs:
+                            writer.write(protocol.encode_json(self._no_line(line)))
+                            continue
                         writer.write(protocol.encode_json({"ok": True, "name": self.options.name}))
                         if detach is None:
-                            detach = self.hub.attach(send, replay=bool(request.get("replay", True)))
+                            hub = self.hub if line is None else self.serial_hubs[line]  # type: ignore[index]
+                            detach = hub.attach(send, replay=bool(request.get("replay", True)))
                     elif op == "resize":
                         rows, cols = request.get("rows"), request.get("cols")
                         if isinstance(rows, int) and isinstance(cols, int):
-                            set_window_size(self.hub.fd, rows, cols)
+                            set_window_size(hub.fd, rows, cols)
                     else:
                         writer.write(protocol.encode_json(await self._request(request)))
         except (protocol.ProtocolError, ConnectionError) as e:
@@ -458,6 +470,14 @@ class Supervisor:
                 detach()
             self._clients.discard(writer)
             writer.close()
+
+    def _no_line(self, line: object) -> dict[str, object]:
+        served = ", ".join(f"ttyS{i}" for i in sorted(self.serial_hubs)) or "none"
+        return {
+            "ok": False,
+            "error": f"no serial line ttyS{line} served by the daemon "
+            f"(lines it serves: {served}; give ttysN=daemon)",
+        }
 
     async def _request(self, request: dict[str, object]) -> dict[str, object]:
         op = request.get("op")
@@ -480,6 +500,7 @@ class Supervisor:
             "memory_mb": self.machine.memory_mb,
             # What the guest really holds of the host: RAM is taken on demand.
             "resident_kib": resident_kib(self.engine.pid) if self.engine.pid else None,
+            "serials": sorted(self.serial_hubs),  # lines `colinux serial` can attach to
             "started": self.started,
             "version": __version__,
             "agent_version": self.agent_version,

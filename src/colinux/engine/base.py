@@ -66,6 +66,8 @@ class GuestChannels:
     console: int  # the guest console (/dev/console): a pty master
     errors: int  # a second output-only line (/dev/tty14): job stderr
     agent: int  # the guest agent's line (/dev/tty15)
+    # Serial lines the daemon serves: ttySN's index -> a pty master.
+    serials: dict[int, int] = field(default_factory=dict)
 
 
 class Engine(abc.ABC):

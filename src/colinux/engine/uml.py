@@ -9,6 +9,7 @@ channels are file descriptors inherited through the sandbox:
     con0   (/dev/console)  a pty, so window sizes reach the guest
     con14  (/dev/tty14)    job stderr
     con15  (/dev/tty15)    the guest agent's line
+    sslN   (/dev/ttySN)    serial lines: a pty the daemon serves, or a host tty
 
 Everything UML-specific lives in this module; ``engine.base`` is the
 interface the daemon sees.
@@ -32,6 +33,7 @@ from functools import cache
 from colinux.config.model import BlockDevice, Machine
 from colinux.engine.base import BootSpec, Engine, GuestChannels
 from colinux.engine.mconsole import MconsoleClient, MconsoleError
+from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
 
 DEFAULT_KERNEL = "/usr/bin/linux.uml"
@@ -195,7 +197,14 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
     return [*args, "--", kernel]
 
 
-def kernel_argv(spec: BootSpec, *, console_fd: int, errors_fd: int, agent_fd: int) -> list[str]:
+def kernel_argv(
+    spec: BootSpec,
+    *,
+    console_fd: int,
+    errors_fd: int,
+    agent_fd: int,
+    serial_fds: dict[int, int] | None = None,
+) -> list[str]:
     """The UML kernel's command line (switches and guest kernel parameters)."""
     m = spec.machine
     slots = disk_slots(m)
@@ -209,6 +218,8 @@ def kernel_argv(spec: BootSpec, *, console_fd: int, errors_fd: int, agent_fd: in
         f"con{ERRORS_LINE}=fd:{errors_fd}",
         f"con{AGENT_LINE}=fd:{agent_fd}",
     ]
+    serial_fds = serial_fds or {}
+    args += [f"ssl{index}=fd:{fd},fd:{fd}" for index, fd in sorted(serial_fds.items())]
     args += [f"ubd{s.slot}={s.sandbox_path}" for s in slots]
     if spec.initrd:
         args.append(f"initrd={SANDBOX_INITRD}")
@@ -219,6 +230,8 @@ def kernel_argv(spec: BootSpec, *, console_fd: int, errors_fd: int, agent_fd: in
     args.append(f"colinux.name={spec.name}")
     if names:
         args.append("colinux.disks=" + ",".join(f"{k}:{v}" for k, v in names.items()))
+    if serial_fds:  # the default guest runs a getty on each
+        args.append("colinux.serials=" + ",".join(str(i) for i in sorted(serial_fds)))
     if spec.quiet:
         args += ["quiet", "loglevel=1"]
     args += translate_bootparams(m.bootparams, names)
@@ -245,10 +258,21 @@ class UmlEngine(Engine):
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def argv(self, *, console_fd: int, errors_fd: int, agent_fd: int) -> list[str]:
+    def argv(
+        self,
+        *,
+        console_fd: int,
+        errors_fd: int,
+        agent_fd: int,
+        serial_fds: dict[int, int] | None = None,
+    ) -> list[str]:
         check_kernel(self.kernel)
         guest = kernel_argv(
-            self.spec, console_fd=console_fd, errors_fd=errors_fd, agent_fd=agent_fd
+            self.spec,
+            console_fd=console_fd,
+            errors_fd=errors_fd,
+            agent_fd=agent_fd,
+            serial_fds=serial_fds,
         )
         return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *guest]
 
@@ -258,26 +282,49 @@ class UmlEngine(Engine):
         errors_host, errors_guest = socket.socketpair()
         agent_host, agent_guest = socket.socketpair()
         remote = (console_slave, errors_guest.fileno(), agent_guest.fileno())
+        serial_masters: dict[int, int] = {}  # lines the daemon serves
+        serial_fds: dict[int, int] = {}  # what the engine inherits for each line
         try:
-            argv = self.argv(console_fd=remote[0], errors_fd=remote[1], agent_fd=remote[2])
+            for line in self.spec.machine.serials:
+                if line.device is None:
+                    master, slave = pty.openpty()
+                    tty.setraw(slave)
+                    serial_masters[line.index] = master
+                    serial_fds[line.index] = slave
+                else:
+                    serial_fds[line.index] = open_device(
+                        str(line.device), line.mode, label=f"ttys{line.index}"
+                    )
+            argv = self.argv(
+                console_fd=remote[0],
+                errors_fd=remote[1],
+                agent_fd=remote[2],
+                serial_fds=serial_fds,
+            )
             with open(self.log_path, "ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=remote + self.spec.wiring.fds,
+                    pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
                     start_new_session=True,
                 )
         except BaseException:
             for fd in (console_master, errors_host.detach(), agent_host.detach()):
+                os.close(fd)
+            for fd in serial_masters.values():
                 os.close(fd)
             raise
         finally:
             os.close(console_slave)
             errors_guest.close()
             agent_guest.close()
-        return GuestChannels(console_master, errors_host.detach(), agent_host.detach())
+            for fd in serial_fds.values():
+                os.close(fd)
+        return GuestChannels(
+            console_master, errors_host.detach(), agent_host.detach(), serial_masters
+        )
 
     async def wait(self) -> int:
         assert self._process is not None

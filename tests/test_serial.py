@@ -1,0 +1,120 @@
+"""Serial lines (coserial): ttyS0..3 served by the daemon or on a host tty, a getty on each."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shlex
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import Colinux
+from test_daemon import Terminal, start
+
+
+def read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while text not in out:
+        assert time.monotonic() < deadline, f"{text!r} not seen; got {out[-500:]!r}"
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            out += os.read(fd, 65536)
+    return out
+
+
+def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> None:
+    start(colinux, "tty", "ttys0=daemon", "ttys2=")
+    line = Terminal(colinux, "serial", "tty", "0")
+    line.read_until(b"tty login: ")  # the getty's prompt, replayed on attach
+    line.type(b"root\r")
+    line.read_until(b"tty:/root# ")
+    line.type(b"echo on-$(tty)\r")
+    line.read_until(b"on-/dev/ttyS0")
+    line.type(b"\x1d")
+    assert line.close() == 0
+    assert b"detached from tty" in line.output
+
+    # A host pty for screen or minicom: the same line, the same shell.
+    client = colinux.popen(
+        "serial", "tty", "0", "--pty", "--no-replay",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert client.stdout is not None
+        announced = client.stdout.readline().decode()
+        path = announced.split(" is on ")[1].split()[0]
+        assert announced.startswith("tty ttyS0 is on /dev/pts/"), announced
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"echo via-pty-$((2+3))\r")
+            read_until(fd, b"via-pty-5")
+        finally:
+            os.close(fd)
+        client.send_signal(signal.SIGINT)
+        assert client.wait(10) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+    missing = colinux.run("serial", "tty", "1")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        b"colinux: guest tty has no serial line ttyS1 served by its daemon "
+        b"(served: ttyS0, ttyS2; start it with ttys1=daemon)"
+    ]
+    assert colinux.run("stop", "tty").returncode == 0
+
+
+def test_serial_line_on_a_host_terminal_device(colinux: Colinux) -> None:
+    """The original's ttysX=DEVICE,"MODE": here a pty standing in for a serial port."""
+    master, slave = pty.openpty()
+    try:
+        path = os.ttyname(slave)
+        start(colinux, "dev", f'ttys1={path},"BAUD=115200 PARITY=N DATA=8 STOP=1"')
+        read_until(master, b"dev login: ")
+        os.write(master, b"root\r")
+        read_until(master, b"dev:/root# ")
+        os.write(master, b"stty -F /dev/ttyS1 >/dev/null && echo line-$(tty)\r")
+        read_until(master, b"line-/dev/ttyS1")
+    finally:
+        colinux.run("stop", "dev")
+        os.close(master)
+        os.close(slave)
+
+
+def test_serial_settings_convert_between_xml_and_command_line(colinux: Colinux) -> None:
+    (colinux.cwd / "s.xml").write_text(
+        "<colinux>\n"
+        '    <serial index="0"/>\n'
+        '    <serial index="1" device="/dev/ttyUSB0" mode="baud=9600 parity=e"/>\n'
+        "</colinux>\n"
+    )
+    result = colinux.run("config", "convert", "s.xml", "--to", "cmdline")
+    assert result.returncode == 0, result.stderr
+    assert shlex.split(result.stdout.decode())[1:] == [
+        "ttys0=daemon",
+        'ttys1=/dev/ttyUSB0,"baud=9600 parity=e"',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        ("ttys4=daemon", b"ttys4=daemon: index 4 is out of range (0..3)"),
+        ("ttys0=/nonexistent/tty", b"device '/nonexistent/tty' does not exist"),
+        ("ttys0=/etc/hostname", b"is not a terminal device"),
+        ('ttys0=/dev/null,"baud=12"', b"baud is 50..4000000"),
+        ('ttys0=/dev/null,"speed=9600"', b"expected KEY=VALUE with KEY one of baud"),
+        ("ttys0=daemon,baud=9600", b"the daemon's line takes no MODE"),
+    ],
+)
+def test_bad_serial_settings(colinux: Colinux, word: str, message: bytes) -> None:
+    result = colinux.run("run", word, "--", "true")
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
