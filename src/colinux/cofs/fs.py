@@ -28,8 +28,9 @@ import errno
 import logging
 import os
 import stat
-import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from colinux.cofs import fuse_proto as fp
 from colinux.cofs.fuse_proto import Opcode
@@ -37,8 +38,12 @@ from colinux.cofs.fuse_proto import Opcode
 log = logging.getLogger("colinux.cofs")
 
 ROOT_ID = 1
-TIMEOUT = 1.0  # seconds the guest may cache names and attributes (the host may change them)
+# Seconds the guest may cache names (also absent ones) and attributes before
+# asking again: how long a change made on the host can go unseen. Each ask
+# is a round trip through the guest's virtqueue, the main cost of cofs.
+TIMEOUT = 1.0
 VIEW_PREFIX = b".cofs-view:"
+NO_ATTR = fp.Attr(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 MAX_WRITE = 1 << 20
 MAX_PAGES = 256
 MAX_READAHEAD = 1 << 20
@@ -90,7 +95,6 @@ class Handle:
     fd: int
     node: Node
     entries: list[tuple[bytes, int, int]] | None = None  # directories: (name, ino, dtype)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ShareFileSystem:
@@ -98,6 +102,7 @@ class ShareFileSystem:
 
     def __init__(self, root: str, *, readonly: bool = False) -> None:
         self.readonly = readonly
+        self.writeback = False  # the guest caches writes (FUSE_WRITEBACK_CACHE)
         fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
         st = os.fstat(fd)
         self.views: list[View] = [View()]
@@ -110,6 +115,9 @@ class ShareFileSystem:
         self.handles: dict[int, Handle] = {}
         self._next_id = ROOT_ID + 1
         self._next_fh = 1
+        self._dispatch: dict[int, Callable[[fp.InHeader, Any], bytes]] = {
+            op: getattr(self, "op_" + op.name.lower()) for op in _OPS
+        }
 
     def close(self) -> None:
         for h in self.handles.values():
@@ -133,7 +141,7 @@ class ShareFileSystem:
                 for nodeid, n in req.args.forgets:
                     self._forget(nodeid, n)
             return None
-        method = getattr(self, "op_" + Opcode(op).name.lower(), None) if op in _OPS else None
+        method = self._dispatch.get(op)
         if method is None:
             return fp.encode_error(h.unique, errno.ENOSYS)
         try:
@@ -250,6 +258,7 @@ class ShareFileSystem:
             fp.INIT_ASYNC_READ | fp.INIT_ATOMIC_O_TRUNC | fp.INIT_BIG_WRITES
             | fp.INIT_AUTO_INVAL_DATA | fp.INIT_PARALLEL_DIROPS | fp.INIT_MAX_PAGES
         )  # fmt: skip
+        self.writeback = bool(a.flags & fp.INIT_WRITEBACK_CACHE)
         return fp.encode_init(
             flags=a.flags & wanted,
             max_readahead=min(a.max_readahead, MAX_READAHEAD),
@@ -264,7 +273,11 @@ class ShareFileSystem:
         parent = self._dir(h.nodeid)
         if h.nodeid == ROOT_ID and a.name.startswith(VIEW_PREFIX):
             return self._lookup_view(a.name[len(VIEW_PREFIX) :])
-        return self._entry(parent, a.name)
+        try:
+            return self._entry(parent, a.name)
+        except FileNotFoundError:
+            # Node id 0: "no such name", and the guest may cache that too.
+            return fp.encode_entry(0, NO_ATTR, TIMEOUT)
 
     def _lookup_view(self, spec: bytes) -> bytes:
         try:
@@ -379,17 +392,35 @@ class ShareFileSystem:
         if node.kind != stat.S_IFREG:
             code = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}.get(node.kind)
             raise OSError(code or errno.EACCES, "not a regular file")
-        flags = a.flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
-        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+        flags = self._host_flags(a.flags & ~(os.O_CREAT | os.O_EXCL))
+        if a.flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._writable()
-        fd = os.open(self._proc(node), flags | os.O_CLOEXEC)
-        return fp.encode_open(self._new_handle(fd, node))
+        try:
+            fd = os.open(self._proc(node), flags)
+        except PermissionError:
+            if a.flags & os.O_ACCMODE != os.O_WRONLY:
+                raise
+            fd = os.open(self._proc(node), flags & ~os.O_ACCMODE | os.O_WRONLY)
+        # The guest may keep its page cache across opens: FUSE_AUTO_INVAL_DATA
+        # drops it when the host changes the file's mtime or size.
+        return fp.encode_open(self._new_handle(fd, node), fp.FOPEN_KEEP_CACHE)
+
+    def _host_flags(self, flags: int) -> int:
+        flags = (flags & ~os.O_NOCTTY) | os.O_CLOEXEC
+        if self.writeback:
+            # The guest's page cache writes back whole pages, reading first the
+            # parts it lacks (so write-only opens must read), and it computes
+            # append offsets itself.
+            flags &= ~os.O_APPEND
+            if flags & os.O_ACCMODE == os.O_WRONLY:
+                flags = flags & ~os.O_ACCMODE | os.O_RDWR
+        return flags
 
     def op_create(self, h: fp.InHeader, a: fp.CreateIn) -> bytes:
         self._writable()
         parent = self._dir(h.nodeid)
         _check_component(a.name)
-        flags = (a.flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = self._host_flags(a.flags) | os.O_CREAT | os.O_NOFOLLOW
         fd = os.open(a.name, flags, 0o666, dir_fd=parent.fd)
         try:
             entry = self._entry(parent, a.name)
@@ -397,16 +428,12 @@ class ShareFileSystem:
             os.close(fd)
             raise
         node = self.by_key[(parent.view, *_devino(os.fstat(fd)))]
-        return entry + fp.encode_open(self._new_handle(fd, node))
+        return entry + fp.encode_open(self._new_handle(fd, node), fp.FOPEN_KEEP_CACHE)
 
     def op_write(self, h: fp.InHeader, a: fp.WriteIn) -> bytes:
         self._writable()
         handle = self._handle(a.fh)
         return fp.encode_write_out(os.pwrite(handle.fd, a.data, a.offset))
-
-    def op_flush(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
-        self._handle(a.fh)
-        return b""
 
     def op_release(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
         handle = self.handles.pop(a.fh, None)
@@ -483,7 +510,7 @@ _OPS = {
     Opcode.INIT, Opcode.DESTROY, Opcode.LOOKUP, Opcode.GETATTR, Opcode.SETATTR,
     Opcode.READLINK, Opcode.SYMLINK, Opcode.MKNOD, Opcode.LINK, Opcode.MKDIR, Opcode.UNLINK,
     Opcode.RMDIR, Opcode.RENAME, Opcode.RENAME2, Opcode.OPEN, Opcode.CREATE, Opcode.WRITE,
-    Opcode.FLUSH, Opcode.RELEASE, Opcode.RELEASEDIR, Opcode.FSYNC, Opcode.FSYNCDIR,
+    Opcode.RELEASE, Opcode.RELEASEDIR, Opcode.FSYNC, Opcode.FSYNCDIR,
     Opcode.OPENDIR, Opcode.READDIR, Opcode.STATFS, Opcode.ACCESS, Opcode.FALLOCATE,
     Opcode.SYNCFS,
 }  # fmt: skip

@@ -1,0 +1,177 @@
+"""cofs benchmark: postmark and sequential I/O on a cofs share, the disk image and the host.
+
+Runs Debian's ``postmark`` (as the seed did) in one default guest on a flat
+cofs share and on an ext4 disk image (cobd0, UML's ubd), then on the host
+directory natively, and prints KB/s read and written with the ratios
+cofs/disk-image and cofs/host, plus large sequential write/read MB/s (dd,
+with the guest's page cache dropped before reading)::
+
+    .venv/bin/python bench/cofs.py [--files 2000] [--transactions 10000] [--seq-mb 64]
+
+postmark and its C library are shipped to the guest on a second,
+read-only share. Needs the Debian packages postmark and e2fsprogs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+LIBS = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
+
+
+def postmark_script(location: str, files: int, transactions: int) -> str:
+    return (
+        f"set location {location}\nset number {files}\nset transactions {transactions}\nrun\nquit\n"
+    )
+
+
+def parse_postmark(text: str) -> tuple[float, float]:
+    """(read KB/s, write KB/s) from postmark's summary."""
+    rates = []
+    for kind in ("read", "written"):
+        m = re.search(rf"megabytes {kind} \(([\d.]+) (kilo|mega)bytes per second\)", text)
+        if not m:
+            raise SystemExit(f"postmark printed no {kind} rate:\n{text[-1500:]}")
+        rates.append(float(m.group(1)) * (1024 if m.group(2) == "mega" else 1))
+    return rates[0], rates[1]
+
+
+def parse_timed(text: str, mb: int) -> float:
+    """MB/s from the guest's ``seconds T0 T1`` line."""
+    m = re.search(r"seconds ([\d.]+) ([\d.]+)", text)
+    if not m:
+        raise SystemExit(f"no timing: {text!r}")
+    return mb / max(float(m.group(2)) - float(m.group(1)), 0.01)
+
+
+GUEST = r"""
+set -e
+# busybox dd prints no rate: time it with /proc/uptime (centiseconds).
+timed() {
+    read -r t0 _ </proc/uptime
+    "$@" 2>/dev/null
+    read -r t1 _ </proc/uptime
+    echo "seconds $t0 $t1"
+}
+mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/disk
+mount -t cofs cofs1 /mnt/tools
+cp /mnt/tools/libc.so.6 /lib/x86_64-linux-gnu/
+cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
+mount -t cofs cofs0 /mnt/flat
+mount /dev/cobd0 /mnt/disk
+for target in flat disk; do
+    dir=/mnt/$target/pm
+    mkdir -p $dir
+    echo "== postmark $target"
+    /mnt/tools/postmark /mnt/tools/pm-$target.cfg 2>&1 | grep megabytes
+    rm -rf $dir
+    echo "== seqwrite $target"
+    timed dd if=/dev/zero of=/mnt/$target/seq bs=1M count=SEQMB conv=fsync
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo "== seqread $target"
+    timed dd if=/mnt/$target/seq of=/dev/null bs=1M
+    rm /mnt/$target/seq
+done
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--transactions", type=int, default=10000)
+    parser.add_argument("--seq-mb", type=int, default=64)
+    parser.add_argument("--mem", type=int, default=256, help="guest memory, MB")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the guest's output")
+    ns = parser.parse_args()
+    postmark = shutil.which("postmark")
+    if postmark is None:
+        raise SystemExit("bench/cofs.py needs postmark: apt-get install postmark")
+    with tempfile.TemporaryDirectory(prefix="colinux-bench-cofs-") as tmp:
+        base = Path(tmp)
+        share, tools, native = base / "share", base / "tools", base / "native"
+        for d in (share, tools, native):
+            d.mkdir()
+        shutil.copy(postmark, tools / "postmark")
+        for lib in LIBS:
+            shutil.copy(lib, tools / Path(lib).name)
+        for target in ("flat", "disk"):
+            script = postmark_script(f"/mnt/{target}/pm", ns.files, ns.transactions)
+            (tools / f"pm-{target}.cfg").write_text(script)
+        image = base / "disk.img"
+        size_mb = max(256, ns.seq_mb * 2 + 128)
+        subprocess.run(["mke2fs", "-q", "-t", "ext4", "-F", str(image), f"{size_mb}M"], check=True)
+        guest = GUEST.replace("SEQMB", str(ns.seq_mb))
+        result = subprocess.run(
+            [str(BIN / "colinux"), "run", "--no-share", f"mem={ns.mem}", f"cofs0={share}",
+             f"cofs1={tools},ro", f"cobd0={image}", "--", "sh", "-c", guest],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if ns.verbose:
+            print(result.stdout)
+        if result.returncode != 0:
+            raise SystemExit(f"the guest failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        sections = dict(
+            (m.group(1), m.group(2))
+            for m in re.finditer(r"== (\w+ \w+)\n(.*?)(?=\n== |\Z)", result.stdout, re.S)
+        )
+        # The host natively, same postmark parameters.
+        host = subprocess.run(
+            [postmark], input=postmark_script(str(native), ns.files, ns.transactions),
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        seq = native / "seq"
+        w = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={seq}", "bs=1M", f"count={ns.seq_mb}", "conv=fsync"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        r = subprocess.run(
+            ["dd", f"if={seq}", "of=/dev/null", "bs=1M"], capture_output=True, text=True, check=True
+        )
+    rows = {
+        "cofs flat": parse_postmark(sections["postmark flat"]),
+        "disk image (ubd, ext4)": parse_postmark(sections["postmark disk"]),
+        "host natively": parse_postmark(host.stdout),
+    }
+    mb = ns.seq_mb
+    seqs = {
+        "cofs flat": (
+            parse_timed(sections["seqwrite flat"], mb),
+            parse_timed(sections["seqread flat"], mb),
+        ),
+        "disk image (ubd, ext4)": (
+            parse_timed(sections["seqwrite disk"], mb),
+            parse_timed(sections["seqread disk"], mb),
+        ),
+        "host natively": (_gnu_dd(w.stderr), _gnu_dd(r.stderr)),
+    }
+    disk, native_rates = rows["disk image (ubd, ext4)"], rows["host natively"]
+    print(f"postmark: {ns.files} files, {ns.transactions} transactions; dd: {ns.seq_mb} MiB")
+    print()
+    print("| where | read KB/s | write KB/s | read vs disk | write vs disk | read vs host "
+          "| write vs host | seq write MB/s | seq read MB/s |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (rd, wr) in rows.items():
+        sw, sr = seqs[name]
+        print(
+            f"| {name} | {rd:.0f} | {wr:.0f} | {rd / disk[0]:.2f} | {wr / disk[1]:.2f} "
+            f"| {rd / native_rates[0]:.2f} | {wr / native_rates[1]:.2f} | {sw:.1f} | {sr:.1f} |"
+        )
+    return 0
+
+
+def _gnu_dd(text: str) -> float:
+    m = re.search(r"copied, ([\d.]+) s, ([\d.]+) ([kMG])B/s", text)
+    if not m:
+        raise SystemExit(f"dd printed no rate: {text!r}")
+    return float(m.group(2)) * {"k": 1 / 1000, "M": 1, "G": 1000}[m.group(3)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
