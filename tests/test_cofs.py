@@ -156,3 +156,45 @@ def test_read_only_share_and_no_share(colinux: Colinux, tmp_path: Path) -> None:
     assert (work / "here.txt").read_bytes() == b"made\n"
     alone = run_sh(colinux, "pwd; ls /mnt", "--no-share", cwd=work)
     assert alone.stdout == b"/root\n"
+
+
+def test_meta_mode_keeps_unix_metadata_on_the_host(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "meta"
+    share.mkdir()
+    (share / "from-host").write_bytes(b"host\n")
+    script = r"""
+    mkdir -p /mnt/m && mount -t cofs cofs0 /mnt/m && cd /mnt/m
+    echo hi > f && chown 12:34 f && chmod 4750 f
+    ln f hard && mv f g && ln -s g link && ln -s /etc/passwd abs
+    mknod null c 1 3 && mkfifo fifo && mkdir -m 700 d && chown 5:6 d
+    stat -c '%n %F %a %u %g' g hard link null fifo d from-host
+    cat link; readlink abs; echo gone > null; cat null; echo end
+    """
+    result = run_sh(colinux, script, f"cofs0={share},meta", "--no-share")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "g regular file 4750 12 34",
+        "hard regular file 4750 12 34",  # a hard link shares the metadata
+        "link symbolic link 777 0 0",
+        "null character special file 644 0 0",
+        "fifo fifo 644 0 0",
+        "d directory 700 5 6",
+        "from-host regular file 644 0 0",
+        "hi",
+        "/etc/passwd",
+        "end",
+    ]
+    # On the host: plain files owned by us; the guest's view is in one xattr.
+    assert sorted(os.listdir(share)) == [
+        "abs",
+        "d",
+        "fifo",
+        "from-host",
+        "g",
+        "hard",
+        "link",
+        "null",
+    ]
+    assert (share / "link").read_bytes() == b"g" and (share / "null").read_bytes() == b""
+    assert os.getxattr(share / "g", "user.cofs.meta")[:4] == b"cfs1"
+    assert not (share / "abs").is_symlink()

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from colinux.cofs import meta
 from colinux.cofs.server import VIRTIO_ID_FS, CofsServer
 from colinux.config.model import CofsShare, CofsType, HostPath, Machine
 from colinux.daemon.backends import Backend
@@ -36,12 +37,21 @@ class CofsBackend(Backend):
         self.share = share
         self.socket_path = str(state_dir / f"cofs{share.index}.sock")
         self.server = CofsServer(
-            self.socket_path, share.path.host, tag=share_tag(share.index), readonly=share.readonly
+            self.socket_path,
+            share.path.host,
+            tag=share_tag(share.index),
+            readonly=share.readonly,
+            meta=share.type == CofsType.META,
         )
 
     async def start(self) -> Wiring:
-        if self.share.type == CofsType.META:
-            log.warning("cofs%d: meta mode is not available yet; served flat", self.share.index)
+        host = self.share.path.host
+        if self.share.type == CofsType.META and host and not meta.supported(host):
+            raise ColinuxError(
+                f"cofs{self.share.index}: {host}: meta mode keeps its metadata in extended "
+                "attributes, which this host file system does not support",
+                hint="use a directory on ext4, xfs, btrfs or tmpfs, or type flat",
+            )
         try:
             self.server.start()
         except OSError as e:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colinux.cofs import fuse_proto as fp
+from colinux.cofs import meta
 from colinux.cofs.fuse_proto import Opcode
 
 log = logging.getLogger("colinux.cofs")
@@ -100,8 +101,9 @@ class Handle:
 class ShareFileSystem:
     """One share's directory tree, served as FUSE."""
 
-    def __init__(self, root: str, *, readonly: bool = False) -> None:
+    def __init__(self, root: str, *, readonly: bool = False, meta: bool = False) -> None:
         self.readonly = readonly
+        self.meta = meta
         self.writeback = False  # the guest caches writes (FUSE_WRITEBACK_CACHE)
         fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
         st = os.fstat(fd)
@@ -186,21 +188,39 @@ class ShareFileSystem:
         if self.readonly:
             raise OSError(errno.EROFS, "read-only share")
 
+    def _meta(self, node: Node, st: os.stat_result | None = None) -> meta.Meta:
+        """Meta mode: what the guest sees of ``node``'s type, mode and owner."""
+        if node.kind in (stat.S_IFREG, stat.S_IFDIR):
+            found = meta.read(f"/proc/self/fd/{node.fd}")
+            if found is not None and _consistent(node.kind, found.mode):
+                return found
+        st = st or os.fstat(node.fd)
+        return meta.Meta(st.st_mode, 0, 0, 0)
+
+    def _guest_kind(self, node: Node) -> int:
+        return stat.S_IFMT(self._meta(node).mode) if self.meta else node.kind
+
     def _attr(self, node: Node, st: os.stat_result) -> fp.Attr:
-        view = self.views[node.view]
         kind = stat.S_IFMT(st.st_mode)
-        if kind == stat.S_IFDIR:
-            mode = kind | view.dmode
-        elif kind == stat.S_IFLNK:
-            mode = kind | 0o777
+        rdev = 0
+        if self.meta:
+            m = self._meta(node, st)
+            mode, uid, gid, rdev = m.mode, m.uid, m.gid, m.rdev
         else:
-            mode = kind | view.fmode
+            view = self.views[node.view]
+            uid, gid = view.uid, view.gid
+            if kind == stat.S_IFDIR:
+                mode = kind | view.dmode
+            elif kind == stat.S_IFLNK:
+                mode = kind | 0o777
+            else:
+                mode = kind | view.fmode
         return fp.Attr(
             ino=st.st_ino, size=st.st_size, blocks=st.st_blocks,
             atime=int(st.st_atime), mtime=int(st.st_mtime), ctime=int(st.st_ctime),
             atimensec=st.st_atime_ns % 10**9, mtimensec=st.st_mtime_ns % 10**9,
             ctimensec=st.st_ctime_ns % 10**9, mode=mode, nlink=st.st_nlink,
-            uid=view.uid, gid=view.gid, rdev=0, blksize=st.st_blksize,
+            uid=uid, gid=gid, rdev=rdev, blksize=st.st_blksize,
         )  # fmt: skip
 
     def _entry(self, parent: Node, name: bytes) -> bytes:
@@ -320,39 +340,104 @@ class ShareFileSystem:
                 st.st_mtime_ns if mtime is None else now if mtime == "now" else mtime,
             )
             os.utime(self._proc(node), ns=ns)  # type: ignore[arg-type]
+        if self.meta and a.valid & (fp.FATTR_MODE | fp.FATTR_UID | fp.FATTR_GID):
+            self._writable()
+            m = self._meta(node)
+            kind = stat.S_IFMT(m.mode)
+            self._set_meta(node, meta.Meta(
+                kind | (a.mode & 0o7777) if a.valid & fp.FATTR_MODE else m.mode,
+                a.uid if a.valid & fp.FATTR_UID else m.uid,
+                a.gid if a.valid & fp.FATTR_GID else m.gid,
+                m.rdev,
+            ))  # fmt: skip
         # Flat view: mode, uid and gid changes succeed and are not kept (as on vfat).
         return fp.encode_attr_out(self._attr(node, os.fstat(node.fd)), TIMEOUT)
 
     def op_readlink(self, h: fp.InHeader, a: None) -> bytes:
         node = self._node(h.nodeid)
+        if self.meta and node.kind == stat.S_IFREG and self._guest_kind(node) == stat.S_IFLNK:
+            with open(self._proc(node), "rb") as f:
+                return f.read(4096)
         if node.kind != stat.S_IFLNK:
             raise OSError(errno.EINVAL, "not a symlink")
         return os.fsencode(os.readlink("", dir_fd=node.fd))
 
     def op_symlink(self, h: fp.InHeader, a: fp.SymlinkIn) -> bytes:
-        raise OSError(errno.EPERM, "flat share: no symlinks")
+        if not self.meta:
+            raise OSError(errno.EPERM, "flat share: no symlinks")
+        return self._make_special(h, a.name, stat.S_IFLNK | 0o777, 0, a.target)
+
+    def _make_special(
+        self, h: fp.InHeader, name: bytes, mode: int, rdev: int, data: bytes
+    ) -> bytes:
+        """Meta mode: a symlink, device node, FIFO or socket as a regular host file."""
+        self._writable()
+        parent = self._dir(h.nodeid)
+        _check_component(name)
+        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=parent.fd)  # fmt: skip
+        try:
+            os.write(fd, data)
+            meta.write(f"/proc/self/fd/{fd}", meta.Meta(mode, h.uid, h.gid, rdev))
+        except OSError:
+            os.unlink(name, dir_fd=parent.fd)
+            raise
+        finally:
+            os.close(fd)
+        return self._entry(parent, name)
+
+    def _set_meta(self, node: Node, m: meta.Meta) -> None:
+        if node.kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise OSError(errno.EPERM, "a host special file keeps no metadata")
+        meta.write(f"/proc/self/fd/{node.fd}", m)
+
+    def _created(self, h: fp.InHeader, parent: Node, name: bytes, mode: int) -> None:
+        """Meta mode: the owner and mode of a file or directory the guest just made."""
+        if self.meta:
+            node_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent.fd)
+            try:
+                meta.write(f"/proc/self/fd/{node_fd}", meta.Meta(mode, h.uid, h.gid, 0))
+            finally:
+                os.close(node_fd)
 
     def op_mknod(self, h: fp.InHeader, a: fp.MknodIn) -> bytes:
         # Flat view: device nodes, FIFOs and sockets cannot be made; a plain
         # file can (mknod(S_IFREG) is how some programs create files).
         self._writable()
-        if stat.S_IFMT(a.mode) not in (stat.S_IFREG, 0):
-            raise OSError(errno.EPERM, "flat share: no special files")
+        kind = stat.S_IFMT(a.mode) or stat.S_IFREG
+        mode = kind | (a.mode & ~a.umask & 0o7777)
+        if kind != stat.S_IFREG:
+            if not self.meta:
+                raise OSError(errno.EPERM, "flat share: no special files")
+            if kind not in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+                raise OSError(errno.EINVAL, "file type")
+            return self._make_special(h, a.name, mode, a.rdev, b"")
         parent = self._dir(h.nodeid)
         _check_component(a.name)
         fd = os.open(a.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666,
                      dir_fd=parent.fd)  # fmt: skip
         os.close(fd)
+        self._created(h, parent, a.name, mode)
         return self._entry(parent, a.name)
 
     def op_link(self, h: fp.InHeader, a: fp.LinkIn) -> bytes:
-        raise OSError(errno.EPERM, "flat share: no hard links")
+        if not self.meta:
+            raise OSError(errno.EPERM, "flat share: no hard links")
+        self._writable()
+        source = self._node(a.oldnodeid)
+        if source.kind != stat.S_IFREG:
+            raise OSError(errno.EPERM, "hard links to directories")
+        parent = self._dir(h.nodeid)
+        _check_component(a.name)
+        os.link(self._proc(source), a.name, dst_dir_fd=parent.fd, follow_symlinks=True)
+        return self._entry(parent, a.name)
 
     def op_mkdir(self, h: fp.InHeader, a: fp.MkdirIn) -> bytes:
         self._writable()
         parent = self._dir(h.nodeid)
         _check_component(a.name)
         os.mkdir(a.name, 0o777, dir_fd=parent.fd)
+        self._created(h, parent, a.name, stat.S_IFDIR | (a.mode & ~a.umask & 0o7777))
         return self._entry(parent, a.name)
 
     def op_unlink(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
@@ -389,8 +474,9 @@ class ShareFileSystem:
 
     def op_open(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
         node = self._node(h.nodeid)
-        if node.kind != stat.S_IFREG:
-            code = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}.get(node.kind)
+        kind = self._guest_kind(node)
+        if node.kind != stat.S_IFREG or kind != stat.S_IFREG:
+            code = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}.get(kind)
             raise OSError(code or errno.EACCES, "not a regular file")
         flags = self._host_flags(a.flags & ~(os.O_CREAT | os.O_EXCL))
         if a.flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
@@ -423,6 +509,9 @@ class ShareFileSystem:
         flags = self._host_flags(a.flags) | os.O_CREAT | os.O_NOFOLLOW
         fd = os.open(a.name, flags, 0o666, dir_fd=parent.fd)
         try:
+            # A file that has no metadata yet is (almost always) the one just made.
+            if self.meta and meta.read(f"/proc/self/fd/{fd}") is None:
+                self._created(h, parent, a.name, stat.S_IFREG | (a.mode & ~a.umask & 0o7777))
             entry = self._entry(parent, a.name)
         except OSError:
             os.close(fd)
@@ -479,6 +568,8 @@ class ShareFileSystem:
                     dtype = DT.get(stat.S_IFMT(e.stat(follow_symlinks=False).st_mode), 0)
                 except OSError:
                     dtype = 0
+                if self.meta and dtype == DT[stat.S_IFREG]:
+                    dtype = 0  # may be a symlink or device in the guest: it will ask
                 entries.append((name, e.inode(), dtype))
         return entries
 
@@ -514,6 +605,12 @@ _OPS = {
     Opcode.OPENDIR, Opcode.READDIR, Opcode.STATFS, Opcode.ACCESS, Opcode.FALLOCATE,
     Opcode.SYNCFS,
 }  # fmt: skip
+
+
+def _consistent(host_kind: int, mode: int) -> bool:
+    """Metadata may make a host file anything but a directory, a directory nothing else."""
+    kind = stat.S_IFMT(mode)
+    return (kind == stat.S_IFDIR) == (host_kind == stat.S_IFDIR)
 
 
 def _check_component(name: bytes) -> None:

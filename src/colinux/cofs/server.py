@@ -63,11 +63,14 @@ class _Queue:
 class CofsServer:
     """Serves one share to one guest at a time over a vhost-user socket."""
 
-    def __init__(self, socket_path: str, root: str, *, tag: str, readonly: bool = False) -> None:
+    def __init__(
+        self, socket_path: str, root: str, *, tag: str, readonly: bool = False, meta: bool = False
+    ) -> None:
         self.socket_path = socket_path
         self.root = root
         self.tag = tag
         self.readonly = readonly
+        self.meta = meta
         self.config = vu.virtio_fs_config(tag)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -81,7 +84,9 @@ class CofsServer:
     # -- life cycle -------------------------------------------------------------
 
     def start(self) -> None:
-        ShareFileSystem(self.root, readonly=self.readonly).close()  # fail now if unusable
+        ShareFileSystem(
+            self.root, readonly=self.readonly, meta=self.meta
+        ).close()  # fail now if unusable
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
@@ -111,7 +116,7 @@ class CofsServer:
                 return
             conn, _ = self._listener.accept()
             self._conn = conn
-            self._fs = ShareFileSystem(self.root, readonly=self.readonly)
+            self._fs = ShareFileSystem(self.root, readonly=self.readonly, meta=self.meta)
             try:
                 if self._serve() == "stop":
                     return
