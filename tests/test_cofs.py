@@ -7,6 +7,8 @@ checks in one guest command, to keep the suite fast.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Colinux
@@ -198,3 +200,19 @@ def test_meta_mode_keeps_unix_metadata_on_the_host(colinux: Colinux, tmp_path: P
     assert (share / "link").read_bytes() == b"g" and (share / "null").read_bytes() == b""
     assert os.getxattr(share / "g", "user.cofs.meta")[:4] == b"cfs1"
     assert not (share / "abs").is_symlink()
+
+
+def test_boot_with_root_on_a_meta_share(colinux: Colinux, tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    subprocess.run([sys.executable, "-m", "colinux.cofs.populate", str(root)], check=True,
+                   capture_output=True)  # fmt: skip
+    script = "head -1 /proc/mounts; stat -c '%F %a' /bin/sh /dev/console; echo made > /root/f"
+    result = run_sh(colinux, script, f"cofs0={root},meta", "root=cofs0", "rw", "--no-share")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "cofs0 / virtiofs rw,relatime 0 0",
+        "symbolic link 777",
+        "character special file 600",
+    ]
+    assert (root / "root" / "f").read_bytes() == b"made\n"
+    assert not (root / "bin" / "sh").is_symlink()  # on the host, metadata lives in xattrs

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -63,9 +64,11 @@ class DaemonOptions:
 def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootSpec:
     """Which initrd to boot: the user's, none (root= on a disk), or the default guest."""
     has_root = any(w.startswith("root=") for w in machine.bootparams)
+    # root=cofsN: the default guest's init mounts the share and hands over to it.
+    cofs_root = any(re.fullmatch(r"root=(cofs)?\d+", w) for w in machine.bootparams)
     if machine.initrd is not None:
         initrd, default_guest = machine.initrd.host or machine.initrd.raw, False
-    elif has_root:
+    elif has_root and not cofs_root:
         initrd, default_guest = None, False
     else:
         initrd, default_guest = str(default_initramfs()), True
