@@ -297,3 +297,42 @@ def test_virtqueue_walks_only_guest_memory(
         queue.release()
         view.release()
         memory.close()
+
+
+def _lookup(fs: ShareFileSystem, parent: int, name: bytes) -> int:
+    reply = fs.handle(fp.decode_request(request(fp.Opcode.LOOKUP, name + b"\0", parent)))
+    assert reply is not None and fp.OUT_HEADER.unpack_from(reply)[1] == 0, reply
+    return int(struct.unpack_from("<Q", reply, fp.OUT_HEADER.size)[0])
+
+
+def _getattr_error(fs: ShareFileSystem, nodeid: int) -> int:
+    reply = fs.handle(fp.decode_request(request(fp.Opcode.GETATTR, bytes(16), nodeid)))
+    assert reply is not None
+    return -int(fp.OUT_HEADER.unpack_from(reply)[1])
+
+
+def test_more_files_than_descriptors(tmp_path: Path) -> None:
+    """Past its descriptor budget the server closes nodes and reopens them by name."""
+    (tmp_path / "d").mkdir()
+    for i in range(50):
+        (tmp_path / "d" / f"f{i}").write_bytes(b"x" * i)
+    fs = ShareFileSystem(str(tmp_path))
+    fs.node_budget = 8
+    try:
+        d = _lookup(fs, 1, b"d")
+        nodes = [_lookup(fs, d, f"f{i}".encode()) for i in range(50)]
+        assert sum(n.fd is not None for n in fs.nodes.values()) <= 8
+        assert all(_getattr_error(fs, n) == 0 for n in nodes)  # reopened by name
+        # Renamed by the guest: still found. Replaced on the host: ESTALE, not another file.
+        body = struct.pack("<Q", d) + b"f1\0g1\0"
+        assert fs.handle(fp.decode_request(request(fp.Opcode.RENAME, body, d))) is not None
+        for n in nodes[2:20]:
+            _getattr_error(fs, n)  # push f1 out of the open set
+        assert _getattr_error(fs, nodes[1]) == 0
+        os.rename(tmp_path / "d" / "f3", tmp_path / "d" / "moved")
+        (tmp_path / "d" / "f3").write_bytes(b"impostor")
+        for n in nodes[20:40]:
+            _getattr_error(fs, n)
+        assert _getattr_error(fs, nodes[3]) == errno.ESTALE
+    finally:
+        fs.close()

@@ -92,6 +92,7 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   -p PIDFILE     write the daemon's pid to PIDFILE
   -t TYPE        console type (accepted for compatibility; the console is this terminal)
   --name NAME    guest name, also the engine's umid (default: colinux)
+  --debug-collector  collect debug events from the start (follow: colinux debug NAME)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
   KEY=VALUE      kernel=, mem=, initrd=, cobdN=, hdXN=, cofsN=, ethN=, ttysN=; other words
@@ -117,6 +118,7 @@ class DaemonArgs(MachineArgs):
     job: list[str] | None = None
     shell: str = "respawn"
     debug: bool = False
+    debug_collector: bool = False  # collect debug events from the start
     service_action: str | None = None  # "install", "remove" or "run"
     service_scope: str | None = None  # "user" or "system"; None: by who runs it
 
@@ -153,6 +155,8 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             value(word)
         elif word == "--debug":
             args.debug = True
+        elif word == "--debug-collector":
+            args.debug_collector = True
         elif word == "--name" or word.startswith("--name="):
             args.name = check_name(word.partition("=")[2] or value(word))
         elif word == "--drive" or word.startswith("--drive="):
@@ -202,6 +206,7 @@ def daemon_options(args: DaemonArgs, console: str) -> DaemonOptions:
         shell=args.shell,  # type: ignore[arg-type]
         pidfile=args.pidfile,
         ready_fd=args.ready_fd,
+        debug_collector=args.debug_collector,
     )
 
 
@@ -309,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", help="start a named guest in the background")
     start.add_argument("name")
+    start.add_argument(
+        "--debug-collector", action="store_true", help="collect debug events from the start"
+    )
     _machine_options(start)
 
     sub.add_parser("list", help="list running guests")
@@ -329,6 +337,33 @@ def build_parser() -> argparse.ArgumentParser:
     serial.add_argument(
         "--pty", action="store_true", help="give a host pty path (for screen, minicom) instead"
     )
+
+    debug = sub.add_parser(
+        "debug",
+        help="follow a guest's debug events (the debug collector)",
+        description="Print a guest's debug events (daemon, engine, hub, cofs, net, guest "
+        "kernel) as they happen, after those collected so far. The collector is on while "
+        "you follow, or for good with --on.",
+    )
+    debug.add_argument("name")
+    onoff = debug.add_mutually_exclusive_group()
+    onoff.add_argument("--on", action="store_true", help="keep collecting with no follower")
+    onoff.add_argument("--off", action="store_true", help="stop collecting")
+    debug.add_argument(
+        "--component", action="append", default=[], metavar="C",
+        help="only this component (daemon, engine, hub, cofs, net, guest); repeatable",
+    )  # fmt: skip
+    debug.add_argument(
+        "-s", dest="facilities", metavar="FACILITY=LEVEL,...",
+        help="per-facility levels, as colinux-debug-daemon -s (misc, network, messages, "
+        "prints, blockdev, allocations, context_switch, pipe, filesystem; all)",
+    )  # fmt: skip
+    debug.add_argument(
+        "--level", type=int, default=15, metavar="N", help="only levels 0..N (default 15)"
+    )
+    debug.add_argument("-f", "--file", metavar="FILE", help="append to FILE, not stdout")
+    debug.add_argument("-p", "--xml", action="store_true", help="XML records (as -p did)")
+    debug.add_argument("--no-follow", action="store_true", help="print what was collected and exit")
 
     stop = sub.add_parser("stop", help="shut a guest down (forced after a timeout)")
     stop.add_argument("name")
@@ -396,6 +431,8 @@ def cmd_start(ns: argparse.Namespace) -> int:
         argv += ["-c", os.path.abspath(ns.config)]
     if ns.quiet:
         argv.append("-k")
+    if ns.debug_collector:
+        argv.append("--debug-collector")
     for d in ns.drive:
         argv += ["--drive", d]
     argv += list(ns.settings)
@@ -480,6 +517,120 @@ def cmd_stop(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_debug(ns: argparse.Namespace) -> int:
+    return follow_debug_command(
+        check_name(ns.name),
+        on=ns.on,
+        off=ns.off,
+        components=ns.component,
+        facilities=ns.facilities,
+        level=ns.level,
+        file=ns.file,
+        xml=ns.xml,
+        live=not ns.no_follow,
+    )
+
+
+def follow_debug_command(
+    name: str,
+    *,
+    on: bool = False,
+    off: bool = False,
+    components: Sequence[str] = (),
+    facilities: str | None = None,
+    level: int = 15,
+    file: str | None = None,
+    xml: bool = False,
+    live: bool = True,
+) -> int:
+    from colinux.console.debug import follow_debug, set_collector
+    from colinux.daemon.debug import MAX_LEVEL, Filter, parse_facility_levels
+
+    if on or off:
+        state = set_collector(name, on)
+        print(f"debug collector of {name}: {'on' if state else 'off'}")
+        return 0
+    known = ("daemon", "engine", "hub", "cofs", "net", "guest")
+    for component in components:
+        if component not in known:
+            raise UserError(
+                f"colinux debug: unknown component {component!r}: expected {', '.join(known)}"
+            )
+    if not 0 <= level <= MAX_LEVEL:
+        raise UserError(f"colinux debug: --level {level}: expected 0..{MAX_LEVEL}")
+    wanted = Filter(
+        components=frozenset(components),
+        facilities=parse_facility_levels(facilities) if facilities else {},
+        level=level,
+    )
+    if file is None:
+        return follow_debug(name, wanted, out=sys.stdout, xml=xml, live=live)
+    try:
+        out = open(file, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise UserError(f"colinux debug: cannot write {file}: {e.strerror}") from None
+    with out:
+        return follow_debug(name, wanted, out=out, xml=xml, live=live)
+
+
+DEBUG_DAEMON_USAGE = """\
+usage: colinux-debug-daemon [-a NAME] [-d] [-p] [-f FILE] [-s FACILITY=LEVEL,...]
+
+Collect a running guest's debug records (coLinux's colinux-debug-daemon).
+  -a NAME   the guest (default: the only one running)
+  -d        pull the records (the default; accepted for compatibility)
+  -p        write XML records (timestamp, module, file, function, facility, line, level)
+  -f FILE   append to FILE instead of standard output
+  -s F=L,.. facility levels: misc, network, messages, prints, blockdev, allocations,
+            context_switch, pipe, filesystem (or all), LEVEL 0..15
+  -h        this help
+Runs until the guest stops or Ctrl-C. See also: colinux debug NAME.
+"""
+
+
+def debug_daemon_command(argv: Sequence[str]) -> int:
+    words = list(argv)
+    name: str | None = None
+    options: dict[str, object] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("-h", "--help"):
+            print(DEBUG_DAEMON_USAGE, end="")
+            return 0
+        if word in ("-d", "-p"):
+            options["xml"] = options.get("xml", False) or word == "-p"
+        elif word in ("-a", "-f", "-s"):
+            if i + 1 >= len(words):
+                raise UserError(f"colinux-debug-daemon: option {word} needs a value")
+            i += 1
+            if word == "-a":
+                name = check_name(words[i])
+            elif word == "-f":
+                options["file"] = words[i]
+            else:
+                options["facilities"] = words[i]
+        elif word == "-n":
+            raise UserError(
+                "colinux-debug-daemon: -n (records over UDP) is not supported; "
+                "use -f FILE or colinux debug NAME"
+            )
+        else:
+            raise UserError(
+                f"colinux-debug-daemon: unknown option {word} (see colinux-debug-daemon -h)"
+            )
+        i += 1
+    if name is None:
+        from colinux.daemon.rundir import list_guests
+
+        live = [g.name for g in list_guests() if g.is_live()]
+        if len(live) != 1:
+            found = ", ".join(live) or "none"
+            raise UserError(f"colinux-debug-daemon: name the guest with -a NAME (running: {found})")
+        name = live[0]
+    return follow_debug_command(name, **options)  # type: ignore[arg-type]
+
+
 def cmd_config(ns: argparse.Namespace) -> int:
     if ns.config_command == "check":
         machine = MachineArgs(config=ns.file, drives=ns.drive).build()
@@ -544,6 +695,8 @@ def colinux_command(argv: Sequence[str]) -> int:
         return attach_console(
             check_name(ns.name), replay=not ns.no_replay, line=ns.line, pty=ns.pty
         )
+    if ns.command == "debug":
+        return cmd_debug(ns)
     if ns.command == "stop":
         return cmd_stop(ns)
     if ns.command == "config":
@@ -553,17 +706,22 @@ def colinux_command(argv: Sequence[str]) -> int:
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="colinux: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if debug else logging.WARNING
+    logging.basicConfig(level=level, format="colinux: %(message)s", stream=sys.stderr)
+    # The debug collector lowers the colinux loggers' level: what it collects
+    # is its own, not stderr's.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
 
 
 def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    prog = "colinux-daemon" if command is daemon_command else "colinux"
+    programs: dict[Callable[[Sequence[str]], int], str] = {
+        daemon_command: "colinux-daemon",
+        debug_daemon_command: "colinux-debug-daemon",
+    }
+    prog = programs.get(command, "colinux")
     try:
         status = command(argv)
     except ColinuxError as e:
@@ -586,6 +744,10 @@ def colinux_main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def daemon_main(argv: Sequence[str] | None = None) -> NoReturn:
     _main(daemon_command, argv)
+
+
+def debug_daemon_main(argv: Sequence[str] | None = None) -> NoReturn:
+    _main(debug_daemon_command, argv)
 
 
 if __name__ == "__main__":

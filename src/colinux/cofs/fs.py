@@ -27,7 +27,9 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import stat
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,10 +87,12 @@ class View:
 class Node:
     nodeid: int
     key: tuple[int, int, int]  # (view index, st_dev, st_ino)
-    fd: int  # O_PATH | O_NOFOLLOW
+    fd: int | None  # O_PATH | O_NOFOLLOW; None when closed to save descriptors
     view: int
     kind: int  # stat.S_IFMT of the inode (never changes)
     nlookup: int = 0
+    parent: int = 0  # where it was last seen (parent node id, name): how to reopen it
+    name: bytes = b""
 
 
 @dataclass
@@ -117,6 +121,9 @@ class ShareFileSystem:
         self.handles: dict[int, Handle] = {}
         self._next_id = ROOT_ID + 1
         self._next_fh = 1
+        self._open_nodes: OrderedDict[int, None] = OrderedDict({ROOT_ID: None})
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.node_budget = max(64, soft // 4)
         self._dispatch: dict[int, Callable[[fp.InHeader, Any], bytes]] = {
             op: getattr(self, "op_" + op.name.lower()) for op in _OPS
         }
@@ -125,7 +132,8 @@ class ShareFileSystem:
         for h in self.handles.values():
             _close(h.fd)
         for n in self.nodes.values():
-            _close(n.fd)
+            if n.fd is not None:
+                _close(n.fd)
         self.handles.clear()
         self.nodes.clear()
         self.by_key.clear()
@@ -191,10 +199,10 @@ class ShareFileSystem:
     def _meta(self, node: Node, st: os.stat_result | None = None) -> meta.Meta:
         """Meta mode: what the guest sees of ``node``'s type, mode and owner."""
         if node.kind in (stat.S_IFREG, stat.S_IFDIR):
-            found = meta.read(f"/proc/self/fd/{node.fd}")
+            found = meta.read(f"/proc/self/fd/{self._fd(node)}")
             if found is not None and _consistent(node.kind, found.mode):
                 return found
-        st = st or os.fstat(node.fd)
+        st = st or os.fstat(self._fd(node))
         return meta.Meta(st.st_mode, 0, 0, 0)
 
     def _guest_kind(self, node: Node) -> int:
@@ -226,15 +234,15 @@ class ShareFileSystem:
     def _entry(self, parent: Node, name: bytes) -> bytes:
         """Look ``name`` up beneath ``parent``; count the lookup; the entry reply."""
         _check_component(name)
-        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent.fd)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._fd(parent))
         try:
             st = os.fstat(fd)
         except OSError:
             _close(fd)
             raise
-        return self._remember(parent.view, fd, st)
+        return self._remember(parent.view, fd, st, parent.nodeid, name)
 
-    def _remember(self, view: int, fd: int, st: os.stat_result) -> bytes:
+    def _remember(self, view: int, fd: int, st: os.stat_result, parent: int, name: bytes) -> bytes:
         key = (view, st.st_dev, st.st_ino)
         node = self.by_key.get(key)
         if node is None:
@@ -242,10 +250,63 @@ class ShareFileSystem:
             self._next_id += 1
             self.nodes[node.nodeid] = node
             self.by_key[key] = node
+            self._opened(node)
+        elif node.fd is None:
+            node.fd = fd
+            self._opened(node)
         else:
             _close(fd)
+        node.parent, node.name = parent, name
         node.nlookup += 1
         return fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
+
+    # Each known node holds an O_PATH descriptor, but a guest may know more
+    # files (100k in one directory, say) than this process may open: past
+    # ``node_budget`` the least recently used are closed, and reopened from
+    # their parent by name, checked to be the same inode (else ESTALE).
+
+    def _fd(self, node: Node) -> int:
+        if node.fd is None:
+            return self._reopen(node)
+        self._open_nodes.move_to_end(node.nodeid)
+        return node.fd
+
+    def _reopen(self, node: Node) -> int:
+        parent = self.nodes.get(node.parent)
+        if parent is None or parent is node:
+            raise OSError(errno.ESTALE, "node no longer reachable")
+        fd = os.open(node.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._fd(parent))
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != node.key[1:]:
+            os.close(fd)
+            raise OSError(errno.ESTALE, "the file was replaced on the host")
+        node.fd = fd
+        self._opened(node)
+        return fd
+
+    def _opened(self, node: Node) -> None:
+        self._open_nodes[node.nodeid] = None
+        while len(self._open_nodes) > self.node_budget:
+            nodeid = next(iter(self._open_nodes))
+            del self._open_nodes[nodeid]
+            old = self.nodes.get(nodeid)
+            if old is None or old.fd is None:
+                continue
+            if nodeid == ROOT_ID:  # the anchor of every path: never closed
+                self._open_nodes[nodeid] = None
+                continue
+            _close(old.fd)
+            old.fd = None
+
+    def _moved(self, view: int, directory: Node, name: bytes) -> None:
+        """After a rename: the inode now at ``directory``/``name`` is reopened from there."""
+        try:
+            st = os.stat(name, dir_fd=self._fd(directory), follow_symlinks=False)
+        except OSError:
+            return
+        node = self.by_key.get((view, st.st_dev, st.st_ino))
+        if node is not None:
+            node.parent, node.name = directory.nodeid, name
 
     def _forget(self, nodeid: int, count: int) -> None:
         node = self.nodes.get(nodeid)
@@ -255,13 +316,15 @@ class ShareFileSystem:
         if node.nlookup <= 0:
             del self.nodes[nodeid]
             del self.by_key[node.key]
-            _close(node.fd)
+            self._open_nodes.pop(nodeid, None)
+            if node.fd is not None:
+                _close(node.fd)
 
     def _proc(self, node: Node) -> str:
         """A path that reopens the node's inode (only for files and directories)."""
         if node.kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise OSError(errno.ELOOP if node.kind == stat.S_IFLNK else errno.EACCES, "")
-        return f"/proc/self/fd/{node.fd}"
+        return f"/proc/self/fd/{self._fd(node)}"
 
     def _new_handle(self, fd: int, node: Node) -> int:
         fh = self._next_fh
@@ -310,12 +373,12 @@ class ShareFileSystem:
             self.views.append(view)
             self._view_index[view] = index
         root = self.nodes[ROOT_ID]
-        fd = os.open(".", os.O_PATH | os.O_DIRECTORY, dir_fd=root.fd)
-        return self._remember(index, fd, os.fstat(fd))
+        fd = os.open(".", os.O_PATH | os.O_DIRECTORY, dir_fd=self._fd(root))
+        return self._remember(index, fd, os.fstat(fd), ROOT_ID, b".")
 
     def op_getattr(self, h: fp.InHeader, a: fp.GetattrIn) -> bytes:
         node = self._node(h.nodeid)
-        return fp.encode_attr_out(self._attr(node, os.fstat(node.fd)), TIMEOUT)
+        return fp.encode_attr_out(self._attr(node, os.fstat(self._fd(node))), TIMEOUT)
 
     def op_setattr(self, h: fp.InHeader, a: fp.SetattrIn) -> bytes:
         node = self._node(h.nodeid)
@@ -327,7 +390,7 @@ class ShareFileSystem:
             else:
                 os.truncate(self._proc(node), a.size)
         if a.valid & (fp.FATTR_ATIME | fp.FATTR_MTIME) and node.kind != stat.S_IFLNK:
-            st = os.fstat(node.fd)
+            st = os.fstat(self._fd(node))
             atime = _when(a.valid, fp.FATTR_ATIME, fp.FATTR_ATIME_NOW, a.atime, a.atimensec)
             mtime = _when(a.valid, fp.FATTR_MTIME, fp.FATTR_MTIME_NOW, a.mtime, a.mtimensec)
             now = None
@@ -351,7 +414,7 @@ class ShareFileSystem:
                 m.rdev,
             ))  # fmt: skip
         # Flat view: mode, uid and gid changes succeed and are not kept (as on vfat).
-        return fp.encode_attr_out(self._attr(node, os.fstat(node.fd)), TIMEOUT)
+        return fp.encode_attr_out(self._attr(node, os.fstat(self._fd(node))), TIMEOUT)
 
     def op_readlink(self, h: fp.InHeader, a: None) -> bytes:
         node = self._node(h.nodeid)
@@ -360,7 +423,7 @@ class ShareFileSystem:
                 return f.read(4096)
         if node.kind != stat.S_IFLNK:
             raise OSError(errno.EINVAL, "not a symlink")
-        return os.fsencode(os.readlink("", dir_fd=node.fd))
+        return os.fsencode(os.readlink("", dir_fd=self._fd(node)))
 
     def op_symlink(self, h: fp.InHeader, a: fp.SymlinkIn) -> bytes:
         if not self.meta:
@@ -375,12 +438,12 @@ class ShareFileSystem:
         parent = self._dir(h.nodeid)
         _check_component(name)
         fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=parent.fd)  # fmt: skip
+                     0o644, dir_fd=self._fd(parent))  # fmt: skip
         try:
             os.write(fd, data)
             meta.write(f"/proc/self/fd/{fd}", meta.Meta(mode, h.uid, h.gid, rdev))
         except OSError:
-            os.unlink(name, dir_fd=parent.fd)
+            os.unlink(name, dir_fd=self._fd(parent))
             raise
         finally:
             os.close(fd)
@@ -389,12 +452,12 @@ class ShareFileSystem:
     def _set_meta(self, node: Node, m: meta.Meta) -> None:
         if node.kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise OSError(errno.EPERM, "a host special file keeps no metadata")
-        meta.write(f"/proc/self/fd/{node.fd}", m)
+        meta.write(f"/proc/self/fd/{self._fd(node)}", m)
 
     def _created(self, h: fp.InHeader, parent: Node, name: bytes, mode: int) -> None:
         """Meta mode: the owner and mode of a file or directory the guest just made."""
         if self.meta:
-            node_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent.fd)
+            node_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._fd(parent))
             try:
                 meta.write(f"/proc/self/fd/{node_fd}", meta.Meta(mode, h.uid, h.gid, 0))
             finally:
@@ -415,7 +478,7 @@ class ShareFileSystem:
         parent = self._dir(h.nodeid)
         _check_component(a.name)
         fd = os.open(a.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666,
-                     dir_fd=parent.fd)  # fmt: skip
+                     dir_fd=self._fd(parent))  # fmt: skip
         os.close(fd)
         self._created(h, parent, a.name, mode)
         return self._entry(parent, a.name)
@@ -429,14 +492,14 @@ class ShareFileSystem:
             raise OSError(errno.EPERM, "hard links to directories")
         parent = self._dir(h.nodeid)
         _check_component(a.name)
-        os.link(self._proc(source), a.name, dst_dir_fd=parent.fd, follow_symlinks=True)
+        os.link(self._proc(source), a.name, dst_dir_fd=self._fd(parent), follow_symlinks=True)
         return self._entry(parent, a.name)
 
     def op_mkdir(self, h: fp.InHeader, a: fp.MkdirIn) -> bytes:
         self._writable()
         parent = self._dir(h.nodeid)
         _check_component(a.name)
-        os.mkdir(a.name, 0o777, dir_fd=parent.fd)
+        os.mkdir(a.name, 0o777, dir_fd=self._fd(parent))
         self._created(h, parent, a.name, stat.S_IFDIR | (a.mode & ~a.umask & 0o7777))
         return self._entry(parent, a.name)
 
@@ -444,14 +507,14 @@ class ShareFileSystem:
         self._writable()
         parent = self._dir(h.nodeid)
         _check_component(a.name)
-        os.unlink(a.name, dir_fd=parent.fd)
+        os.unlink(a.name, dir_fd=self._fd(parent))
         return b""
 
     def op_rmdir(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
         self._writable()
         parent = self._dir(h.nodeid)
         _check_component(a.name)
-        os.rmdir(a.name, dir_fd=parent.fd)
+        os.rmdir(a.name, dir_fd=self._fd(parent))
         return b""
 
     def op_rename(self, h: fp.InHeader, a: fp.RenameIn) -> bytes:
@@ -463,11 +526,16 @@ class ShareFileSystem:
         if a.flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise OSError(errno.EINVAL, "rename flags")
         if a.flags:
-            rc = _libc.renameat2(old_dir.fd, a.old, new_dir.fd, a.new, ctypes.c_uint(a.flags))
+            rc = _libc.renameat2(
+                self._fd(old_dir), a.old, self._fd(new_dir), a.new, ctypes.c_uint(a.flags)
+            )
             if rc != 0:
                 raise OSError(ctypes.get_errno(), "renameat2")
         else:
-            os.rename(a.old, a.new, src_dir_fd=old_dir.fd, dst_dir_fd=new_dir.fd)
+            os.rename(a.old, a.new, src_dir_fd=self._fd(old_dir), dst_dir_fd=self._fd(new_dir))
+        self._moved(new_dir.view, new_dir, a.new)
+        if a.flags & RENAME_EXCHANGE:
+            self._moved(old_dir.view, old_dir, a.old)
         return b""
 
     op_rename2 = op_rename
@@ -507,7 +575,7 @@ class ShareFileSystem:
         parent = self._dir(h.nodeid)
         _check_component(a.name)
         flags = self._host_flags(a.flags) | os.O_CREAT | os.O_NOFOLLOW
-        fd = os.open(a.name, flags, 0o666, dir_fd=parent.fd)
+        fd = os.open(a.name, flags, 0o666, dir_fd=self._fd(parent))
         try:
             # A file that has no metadata yet is (almost always) the one just made.
             if self.meta and meta.read(f"/proc/self/fd/{fd}") is None:
@@ -564,10 +632,7 @@ class ShareFileSystem:
                 name = os.fsencode(e.name)
                 if handle.node.nodeid == ROOT_ID and name.startswith(VIEW_PREFIX):
                     continue
-                try:
-                    dtype = DT.get(stat.S_IFMT(e.stat(follow_symlinks=False).st_mode), 0)
-                except OSError:
-                    dtype = 0
+                dtype = _dtype(e)
                 if self.meta and dtype == DT[stat.S_IFREG]:
                     dtype = 0  # may be a symlink or device in the guest: it will ask
                 entries.append((name, e.inode(), dtype))
@@ -605,6 +670,20 @@ _OPS = {
     Opcode.OPENDIR, Opcode.READDIR, Opcode.STATFS, Opcode.ACCESS, Opcode.FALLOCATE,
     Opcode.SYNCFS,
 }  # fmt: skip
+
+
+def _dtype(entry: os.DirEntry[str]) -> int:
+    """The entry's type from the directory itself (d_type), without a stat per entry."""
+    try:
+        if entry.is_symlink():
+            return DT[stat.S_IFLNK]
+        if entry.is_dir(follow_symlinks=False):
+            return DT[stat.S_IFDIR]
+        if entry.is_file(follow_symlinks=False):
+            return DT[stat.S_IFREG]
+    except OSError:
+        pass
+    return 0  # DT_UNKNOWN: the guest will look it up
 
 
 def _consistent(host_kind: int, mode: int) -> bool:

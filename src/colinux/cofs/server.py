@@ -20,6 +20,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -84,6 +85,10 @@ class CofsServer:
     # -- life cycle -------------------------------------------------------------
 
     def start(self) -> None:
+        # The guest may hold many files: every descriptor this process may have.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         ShareFileSystem(
             self.root, readonly=self.readonly, meta=self.meta
         ).close()  # fail now if unusable

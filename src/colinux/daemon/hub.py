@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 from collections.abc import Callable
 
 Sink = Callable[[bytes], None]
+log = logging.getLogger("colinux.daemon.hub")
 HISTORY_BYTES = 64 * 1024
 
 
@@ -40,10 +42,14 @@ class ConsoleHub:
         if replay and self.history:
             sink(bytes(self.history))
         self.sinks.append(sink)
+        log.info("client attached", extra={"fields": {"fd": self.fd, "clients": len(self.sinks)}})
 
         def detach() -> None:
             with contextlib.suppress(ValueError):
                 self.sinks.remove(sink)
+                log.info(
+                    "client detached", extra={"fields": {"fd": self.fd, "clients": len(self.sinks)}}
+                )
 
         return detach
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -25,6 +26,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +34,7 @@ from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, set_window_size, window_size
 from colinux.daemon import protocol
 from colinux.daemon.backends import backends_for
+from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
 from colinux.daemon.rundir import ClaimedGuestDir
@@ -58,6 +61,7 @@ class DaemonOptions:
     ready_fd: int | None = None  # write "ok" here once serving (for `colinux start`)
     stop_timeout: float = 10.0
     service: bool = False  # --run-service: report to systemd ($NOTIFY_SOCKET)
+    debug_collector: bool = False  # collect debug events from the start
     extra_kernel_args: tuple[str, ...] = field(default=())
 
 
@@ -105,6 +109,13 @@ class Supervisor:
         self._clients: set[asyncio.StreamWriter] = set()
         self._local_output = True  # the local console still shows guest output
         self.notifier = Notifier(None)
+        self.debug = DebugCollector()
+        self._debug_wanted = options.debug_collector  # on by request, not only for followers
+        self._followers = 0
+        # Guest kernel messages are few; the recent ones are kept even with the
+        # collector off, so switching it on shows how the guest booted.
+        self._kernel_messages: collections.deque[Record] = collections.deque(maxlen=500)
+        self._engine_started = time.time()
         if options.service:
             self.notifier = Notifier.from_environment()
             # Only the daemon speaks to systemd (NotifyAccess=main): not its children.
@@ -115,6 +126,8 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        if self._debug_wanted:  # from the start: the backends' and engine's start too
+            self._set_debug(True)
         gdir = ClaimedGuestDir(self.options.name)
         try:
             spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
@@ -199,8 +212,11 @@ class Supervisor:
         )
         self.state = "booting" if self.engine.spec.default_guest else "running"
         self._agent_writer = None
+        self._engine_started = time.time()
+        log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
         agent_task = asyncio.create_task(self._agent(channels.agent))
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
+        kmsg_task = asyncio.create_task(self._kmsg_channel(channels.kmsg))
         self._notify_ready("ok")
         if self.state == "running":
             self._notify_running()
@@ -212,10 +228,11 @@ class Supervisor:
             # guest said last (REBOOT, say) is read before we move on.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(agent_task, errors_task), 2.0)
-            for task in (agent_task, errors_task):
+            for task in (agent_task, errors_task, kmsg_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        log.info("engine ended", extra={"fields": {"status": status}})
         return status
 
     def _exit_status(self, engine_status: int) -> int:
@@ -370,6 +387,66 @@ class Supervisor:
         finally:
             writer.close()
 
+    async def _kmsg_channel(self, fd: int | None) -> None:
+        """tty13: the guest kernel's /dev/kmsg, one message a line, for the debug collector."""
+        if fd is None:
+            return
+        import socket
+
+        reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+        try:
+            while line := await reader.readline():
+                record = record_from_kmsg(line.rstrip(b"\r\n"), self._engine_started)
+                if record is not None:
+                    self._kernel_messages.append(record)
+                    self.debug.emit(record)
+        finally:
+            writer.close()
+
+    # -- the debug collector ------------------------------------------------------
+
+    def _set_debug(self, on: bool) -> None:
+        if on and not self.debug.enabled:
+            self.debug.enable()
+            for record in self._kernel_messages:  # how the guest booted, in order
+                self.debug.history.append(record)
+        elif not on:
+            self.debug.disable()
+
+    def _follow(
+        self, writer: asyncio.StreamWriter, request: dict[str, object]
+    ) -> Callable[[], None]:
+        """Stream debug records to a client (``colinux debug``) until it goes."""
+        self._set_debug(True)
+        writer.write(protocol.encode_json({"ok": True}))
+
+        def send(record: Record) -> None:
+            if writer.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > 4 << 20:
+                log.warning("dropping a debug follower that does not read")
+                writer.close()
+                return
+            writer.write(protocol.encode_frame(protocol.JSON, dumps(record).encode()))
+
+        if not request.get("live", True):  # what was collected so far, then the end
+            for record in list(self.debug.history):
+                send(record)
+            writer.write(protocol.encode_json({"done": True}))
+            if not self._debug_wanted and not self._followers:
+                self._set_debug(False)
+            return lambda: None
+        unsubscribe = self.debug.subscribe(send, replay=bool(request.get("replay", True)))
+        self._followers += 1
+
+        def unfollow() -> None:
+            unsubscribe()
+            self._followers -= 1
+            if not self._followers and not self._debug_wanted:
+                self._set_debug(False)
+
+        return unfollow
+
     # -- consoles ---------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -431,6 +508,7 @@ class Supervisor:
         self._clients.add(writer)
         decoder = protocol.FrameDecoder()
         detach = None
+        unfollow = None
         hub = self.hub  # the console, or the serial line the client attached to
 
         def send(data: bytes) -> None:
@@ -460,6 +538,8 @@ class Supervisor:
                         if detach is None:
                             hub = self.hub if line is None else self.serial_hubs[line]  # type: ignore[index]
                             detach = hub.attach(send, replay=bool(request.get("replay", True)))
+                    elif op == "follow" and unfollow is None:
+                        unfollow = self._follow(writer, request)
                     elif op == "resize":
                         rows, cols = request.get("rows"), request.get("cols")
                         if isinstance(rows, int) and isinstance(cols, int):
@@ -471,6 +551,8 @@ class Supervisor:
         finally:
             if detach is not None:
                 detach()
+            if unfollow is not None:
+                unfollow()
             self._clients.discard(writer)
             writer.close()
 
@@ -492,6 +574,11 @@ class Supervisor:
         if op == "cad":
             self._ctrl_alt_del()
             return {"ok": True}
+        if op == "debug":
+            if "enable" in request:
+                self._debug_wanted = bool(request["enable"])
+                self._set_debug(self._debug_wanted or self._followers > 0)
+            return {"ok": True, "enabled": self._debug_wanted}
         return {"ok": False, "error": f"unknown request {op!r}"}
 
     def status(self) -> dict[str, object]:
@@ -504,6 +591,7 @@ class Supervisor:
             # What the guest really holds of the host: RAM is taken on demand.
             "resident_kib": resident_kib(self.engine.pid) if self.engine.pid else None,
             "serials": sorted(self.serial_hubs),  # lines `colinux serial` can attach to
+            "debug": self._debug_wanted,
             "started": self.started,
             "version": __version__,
             "agent_version": self.agent_version,

@@ -68,6 +68,7 @@ class GuestChannels:
     agent: int  # the guest agent's line (/dev/tty15)
     # Serial lines the daemon serves: ttySN's index -> a pty master.
     serials: dict[int, int] = field(default_factory=dict)
+    kmsg: int | None = None  # guest kernel messages, /dev/kmsg lines (the default guest)
 
 
 class Engine(abc.ABC):

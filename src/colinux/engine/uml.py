@@ -7,6 +7,7 @@ disk images and a private state directory (mconsole lives there), with
 channels are file descriptors inherited through the sandbox:
 
     con0   (/dev/console)  a pty, so window sizes reach the guest
+    con13  (/dev/tty13)    guest kernel messages (/dev/kmsg) for the debug collector
     con14  (/dev/tty14)    job stderr
     con15  (/dev/tty15)    the guest agent's line
     sslN   (/dev/ttySN)    serial lines: a pty the daemon serves, or a host tty
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mmap
 import os
 import pty
@@ -37,7 +39,9 @@ from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
 
 DEFAULT_KERNEL = "/usr/bin/linux.uml"
+engine_log = logging.getLogger("colinux.engine")
 MAX_UBD = 16  # UML's ubd driver has 16 slots (MAX_DEV)
+KMSG_LINE = 13
 ERRORS_LINE = 14
 AGENT_LINE = 15
 SANDBOX_DISKS = "/colinux/disks"
@@ -204,6 +208,7 @@ def kernel_argv(
     errors_fd: int,
     agent_fd: int,
     serial_fds: dict[int, int] | None = None,
+    kmsg_fd: int | None = None,
 ) -> list[str]:
     """The UML kernel's command line (switches and guest kernel parameters)."""
     m = spec.machine
@@ -216,6 +221,7 @@ def kernel_argv(
         "ssl=null",
         f"con0=fd:{console_fd},fd:{console_fd}",
         f"con{ERRORS_LINE}=fd:{errors_fd}",
+        *([f"con{KMSG_LINE}=fd:{kmsg_fd}"] if kmsg_fd is not None else []),
         f"con{AGENT_LINE}=fd:{agent_fd}",
     ]
     serial_fds = serial_fds or {}
@@ -265,6 +271,7 @@ class UmlEngine(Engine):
         errors_fd: int,
         agent_fd: int,
         serial_fds: dict[int, int] | None = None,
+        kmsg_fd: int | None = None,
     ) -> list[str]:
         check_kernel(self.kernel)
         guest = kernel_argv(
@@ -273,6 +280,7 @@ class UmlEngine(Engine):
             errors_fd=errors_fd,
             agent_fd=agent_fd,
             serial_fds=serial_fds,
+            kmsg_fd=kmsg_fd,
         )
         return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *guest]
 
@@ -281,7 +289,8 @@ class UmlEngine(Engine):
         tty.setraw(console_slave)
         errors_host, errors_guest = socket.socketpair()
         agent_host, agent_guest = socket.socketpair()
-        remote = (console_slave, errors_guest.fileno(), agent_guest.fileno())
+        kmsg_host, kmsg_guest = socket.socketpair()
+        remote = (console_slave, errors_guest.fileno(), agent_guest.fileno(), kmsg_guest.fileno())
         serial_masters: dict[int, int] = {}  # lines the daemon serves
         serial_fds: dict[int, int] = {}  # what the engine inherits for each line
         try:
@@ -300,6 +309,7 @@ class UmlEngine(Engine):
                 errors_fd=remote[1],
                 agent_fd=remote[2],
                 serial_fds=serial_fds,
+                kmsg_fd=remote[3],
             )
             with open(self.log_path, "ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
@@ -310,9 +320,12 @@ class UmlEngine(Engine):
                     pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
                     start_new_session=True,
                 )
+            engine_log.info("engine process started", extra={"fields": {"pid": self._process.pid}})
+            engine_log.debug("engine command line", extra={"fields": {"argv": " ".join(argv)}})
         except BaseException:
             for fd in (console_master, errors_host.detach(), agent_host.detach()):
                 os.close(fd)
+            kmsg_host.close()
             for fd in serial_masters.values():
                 os.close(fd)
             raise
@@ -320,10 +333,15 @@ class UmlEngine(Engine):
             os.close(console_slave)
             errors_guest.close()
             agent_guest.close()
+            kmsg_guest.close()
             for fd in serial_fds.values():
                 os.close(fd)
         return GuestChannels(
-            console_master, errors_host.detach(), agent_host.detach(), serial_masters
+            console_master,
+            errors_host.detach(),
+            agent_host.detach(),
+            serial_masters,
+            kmsg=kmsg_host.detach(),
         )
 
     async def wait(self) -> int:
@@ -331,6 +349,7 @@ class UmlEngine(Engine):
         return await self._process.wait()
 
     async def _mconsole(self, command: str) -> str:
+        engine_log.info("mconsole request", extra={"fields": {"command": command}})
         return await asyncio.to_thread(self.mconsole.command, command)
 
     async def halt(self) -> None:

@@ -38,6 +38,7 @@ GUEST_FILES = (
     ("sbin/mount.cofs", "mount.cofs", 0o755),  # `mount -t cofs` (busybox runs mount.TYPE)
     ("usr/lib/colinux/boot.d/20-cofs", "cofs-boot", 0o755),
     ("usr/lib/colinux/boot.d/30-serial", "serial-getty", 0o755),
+    ("usr/lib/colinux/boot.d/05-kmsg", "kmsg-forward", 0o755),
 )
 # Kernel modules of the UML kernel the default guest carries, relative to
 # /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).

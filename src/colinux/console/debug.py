@@ -1,0 +1,69 @@
+"""``colinux debug`` and ``colinux-debug-daemon``: follow a guest's debug records.
+
+    follow_debug("web", Filter(components=frozenset({"cofs"})), out=sys.stdout)
+
+The daemon switches its collector on while anyone follows (or for good with
+``colinux debug NAME --on``), replays what it collected, then streams new
+records; filtering by component, facility and level happens here. Records are
+one text line each, or with ``xml`` the original's ``-p`` XML records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TextIO
+
+from colinux.console.client import _connect, request
+from colinux.daemon import protocol
+from colinux.daemon.debug import Filter, Record
+from colinux.daemon.rundir import guest_dir
+from colinux.errors import ColinuxError
+
+XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<colinux-debug>\n'
+XML_FOOTER = "</colinux-debug>\n"
+
+
+def set_collector(name: str, on: bool) -> bool:
+    """Switch guest ``name``'s collector on or off for good; the new state."""
+    return bool(request(name, {"op": "debug", "enable": on}).get("enabled"))
+
+
+def follow_debug(
+    name: str,
+    wanted: Filter,
+    *,
+    out: TextIO,
+    xml: bool = False,
+    live: bool = True,
+    replay: bool = True,
+) -> int:
+    """Write guest ``name``'s debug records to ``out`` until the guest stops (or, with
+    ``live`` False, what was collected so far); Ctrl-C ends it cleanly."""
+    sock = _connect(guest_dir(name))
+    sock.settimeout(None)
+    if xml:
+        out.write(XML_HEADER)
+    try:
+        with sock, contextlib.suppress(KeyboardInterrupt):
+            sock.sendall(protocol.encode_json({"op": "follow", "live": live, "replay": replay}))
+            decoder = protocol.FrameDecoder()
+            while data := sock.recv(65536):
+                for kind, payload in decoder.feed(data):
+                    if kind != protocol.JSON:
+                        continue
+                    message = protocol.decode_json(payload)
+                    if message.get("ok") is False:
+                        raise ColinuxError(f"guest {name}: {message.get('error')}")
+                    if message.get("done"):
+                        return 0
+                    if "time" not in message:  # the reply to the request
+                        continue
+                    record = Record.from_json(message)
+                    if wanted(record):
+                        out.write((record.to_xml() if xml else record.to_text()) + "\n")
+                        out.flush()
+    finally:
+        if xml:
+            out.write(XML_FOOTER)
+            out.flush()
+    return 0

@@ -1,0 +1,129 @@
+"""The debug collector: off by default, structured records from every part, filters, XML."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import Colinux, wait_until
+from test_daemon import Terminal, start
+
+from colinux.daemon.debug import Filter, Record, parse_facility_levels, record_from_kmsg
+
+
+def status(colinux: Colinux, name: str) -> dict[str, object]:
+    """The daemon's status reply, through the client library in a process of the test's env."""
+    code = (
+        "import json; from colinux.console.client import request; "
+        f"print(json.dumps(request({name!r}, {{'op': 'status'}})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=colinux.env, capture_output=True, check=True
+    )
+    return dict(json.loads(out.stdout))
+
+
+def test_follow_filters_components_and_includes_kernel_messages(
+    colinux: Colinux, tmp_path: Path
+) -> None:
+    start(colinux, "dbg")
+    assert status(colinux, "dbg")["debug"] is False  # off by default
+    log = tmp_path / "hub.log"
+    follower = colinux.popen(
+        "debug", "dbg", "--component", "hub", "-f", str(log),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        console = Terminal(colinux, "console", "dbg")
+        console.read_until(b"dbg:/root# ")
+        console.type(b"\x1d")
+        assert console.close() == 0
+        assert wait_until(lambda: log.exists() and "client detached" in log.read_text(), 10)
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    lines = log.read_text().splitlines()
+    assert lines and all(" hub/pipe[5] " in line for line in lines), lines
+    assert any("client attached" in line for line in lines)
+    # The follower has gone: the collector is off again.
+    assert status(colinux, "dbg")["debug"] is False
+
+    # What was collected, as the original's -p XML: kernel messages included.
+    dump = colinux.run("debug", "dbg", "--no-follow", "-p", "-s", "prints=15")
+    assert dump.returncode == 0, dump.stderr
+    root = ET.fromstring(dump.stdout)
+    records = root.findall("record")
+    assert records and {r.get("facility") for r in records} == {"prints"}
+    assert any((r.text or "").startswith("Linux version") for r in records)
+    for attr in ("timestamp", "module", "file", "function", "facility", "line", "level"):
+        assert records[0].get(attr) is not None
+    assert colinux.run("stop", "dbg").returncode == 0
+
+
+def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux) -> None:
+    start(colinux, "on", "--debug-collector")
+    assert status(colinux, "on")["debug"] is True
+    dump = colinux.run("debug", "on", "--no-follow", "--component", "daemon")
+    assert b"daemon/misc[5] engine started pid=" in dump.stdout
+    off = colinux.run("debug", "on", "--off")
+    assert off.stdout == b"debug collector of on: off\n"
+    assert status(colinux, "on")["debug"] is False
+    # colinux-debug-daemon finds the only guest by itself.
+    compat = colinux.run("--help", program="colinux-debug-daemon")
+    assert compat.returncode == 0 and b"-s F=L" in compat.stdout
+    assert colinux.run("stop", "on").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("debug", "x", "-s", "bogus=3"), b"unknown facility 'bogus'"),
+        (("debug", "x", "-s", "misc=99"), b"expected FACILITY=LEVEL with LEVEL 0..15"),
+        (("debug", "x", "--component", "gpu"), b"unknown component 'gpu'"),
+        (("debug", "x", "--level", "16"), b"--level 16: expected 0..15"),
+        (("debug", "nobody"), b"no running guest named 'nobody'"),
+    ],
+)
+def test_bad_debug_options(colinux: Colinux, args: tuple[str, ...], message: bytes) -> None:
+    result = colinux.run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), b"name the guest with -a NAME (running: none)"),
+        (("-n", "10.0.0.1"), b"-n (records over UDP) is not supported"),
+        (("-x",), b"unknown option -x"),
+    ],
+)
+def test_debug_daemon_bad_input(colinux: Colinux, args: tuple[str, ...], message: bytes) -> None:
+    result = colinux.run(*args, program="colinux-debug-daemon")
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"colinux-debug-daemon: ")
+    assert message in result.stderr
+
+
+def test_kmsg_lines_and_filters() -> None:
+    record = record_from_kmsg(b"3,17,2000000,-;ubda: bad sector", 100.0)
+    assert record is not None
+    assert (record.time, record.level, record.facility, record.message) == (
+        102.0, 1, "prints", "ubda: bad sector",
+    )  # fmt: skip
+    assert record_from_kmsg(b" continuation line", 0.0) is None
+    levels = parse_facility_levels("all=3,filesystem=10")
+    assert levels["misc"] == 3 and levels["filesystem"] == 10
+    wanted = Filter(facilities=levels)
+    assert wanted(record)
+    assert not wanted(Record(0.0, "cofs", "filesystem", 15, "lookup"))
+    assert Record.from_json(record.to_json()) == record
