@@ -79,7 +79,14 @@ def test_user_unit_with_awkward_paths_verifies(
     text = unit.read_text()
     assert "WantedBy=default.target" in text
     assert "%%i $$HOME/web 1.xml" in text  # specifiers and variables escaped
+    assert '--drive "C=' in text
     verify(unit, user=True, tmp_path=tmp_path)
+
+
+def test_drive_maps_from_the_environment_are_stored(colinux: Colinux, units: Path) -> None:
+    colinux.env["COLINUX_DRIVE_D"] = str(colinux.cwd)
+    assert install(colinux, "web", "-c", "web.xml").returncode == 0
+    assert f"--drive D={colinux.cwd}" in (units / "colinux-web.service").read_text()
 
 
 def test_install_twice_remove_and_remove_again(colinux: Colinux, units: Path) -> None:

@@ -259,7 +259,11 @@ def service_command(args: DaemonArgs) -> int:
         config=config,
         scope=scope,  # type: ignore[arg-type]
         working_directory=os.getcwd(),
-        drives=tuple(args.drives),
+        # The unit runs without this shell's environment: COLINUX_DRIVE_L maps too.
+        drives=tuple(
+            f"{letter}={directory}"
+            for letter, directory in DriveMap.from_sources(args.drives, os.environ).items()
+        ),
         quiet=args.quiet,
     )
     path = service.install(unit)
