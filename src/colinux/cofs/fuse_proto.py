@@ -81,6 +81,8 @@ INIT_ASYNC_READ = 1 << 0
 INIT_ATOMIC_O_TRUNC = 1 << 3
 INIT_BIG_WRITES = 1 << 5
 INIT_AUTO_INVAL_DATA = 1 << 12
+INIT_DO_READDIRPLUS = 1 << 13
+INIT_READDIRPLUS_AUTO = 1 << 14
 INIT_WRITEBACK_CACHE = 1 << 16
 INIT_PARALLEL_DIROPS = 1 << 18
 INIT_MAX_PAGES = 1 << 22
@@ -410,6 +412,14 @@ def encode_attr(a: Attr) -> bytes:
 def encode_entry(nodeid: int, attr: Attr, timeout: float) -> bytes:
     sec, nsec = _split(timeout)
     return struct.pack("<QQQQII", nodeid, 0, sec, sec, nsec, nsec) + encode_attr(attr)
+
+
+ENTRY_OUT_SIZE = 40 + ATTR.size
+
+
+def entry_mode(entry: bytes) -> int:
+    """st_mode in an encoded fuse_entry_out."""
+    return int(struct.unpack_from("<I", entry, 40 + 60)[0])
 
 
 def encode_attr_out(attr: Attr, timeout: float) -> bytes:
