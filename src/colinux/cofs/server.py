@@ -128,7 +128,10 @@ class CofsServer:
             except Exception:
                 log.exception("cofs %s: the connection failed", self.tag)
             finally:
-                self._disconnect()
+                try:
+                    self._disconnect()
+                except Exception:  # never end the thread: a rebooted guest reconnects
+                    log.exception("cofs %s: cleaning up the connection failed", self.tag)
 
     def _disconnect(self) -> None:
         for q in self._queues:
@@ -160,15 +163,16 @@ class CofsServer:
                 for fd in wanted:
                     poller.register(fd, select.POLLIN)
                 kicks = wanted
-            for fd, _ in poller.poll():
-                if fd == self._stop_r:
-                    return "stop"
-                if fd == self._conn.fileno():
-                    if not self._message():
-                        return "closed"
-                elif fd in kicks:
+            events = dict(poller.poll())
+            if self._stop_r in events:
+                return "stop"
+            for fd, index in kicks.items():
+                if fd in events:
                     drain(fd)
-                    self._process(kicks[fd])
+                    self._process(index)
+            # Messages last: one may close the kick descriptors polled above.
+            if self._conn.fileno() in events and not self._message():
+                return "closed"
 
     # -- vhost-user -----------------------------------------------------------------
 

@@ -66,7 +66,10 @@ class GuestMemory:
     def close(self) -> None:
         for m in self._maps:
             m.view.release()
-            m.mm.close()
+            # Views of a chain the guest made us give up on may still exist:
+            # then the mapping goes when the last of them is collected.
+            with contextlib.suppress(BufferError):
+                m.mm.close()
         self._maps = []
 
     def view(self, addr: int, length: int, *, user: bool = False) -> memoryview:
