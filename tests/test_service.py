@@ -58,7 +58,10 @@ def test_system_unit_verifies(colinux: Colinux, units: Path, tmp_path: Path) -> 
     config = colinux.cwd / "web.xml"
     assert f"--run-service web -c {config}" in text  # the XML's absolute path
     assert f"WorkingDirectory={colinux.cwd}" in text
-    for line in ("Type=notify", "Restart=on-failure", "WantedBy=multi-user.target"):
+    for line in (
+        "Type=notify", "Restart=on-failure", "RestartPreventExitStatus=2",
+        "WantedBy=multi-user.target",
+    ):  # fmt: skip
         assert line in text.splitlines()
     verify(unit, user=False, tmp_path=tmp_path)
 

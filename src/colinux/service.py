@@ -124,6 +124,8 @@ class ServiceUnit:
             # reaps the engine; whatever is left afterwards is killed.
             "KillMode=mixed\n"
             "Restart=on-failure\n"
+            # Exit status 2 is a mistake in the settings: restarting cannot fix it.
+            "RestartPreventExitStatus=2\n"
             "RestartSec=5\n"
             "TimeoutStartSec=300\n"
             f"TimeoutStopSec={STOP_TIMEOUT_S}\n"
