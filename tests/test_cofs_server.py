@@ -8,6 +8,7 @@ bad ones and kept serving, and never touched a file outside the share.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -71,6 +72,8 @@ class FrontEnd:
         self.send(vu.Request.SET_VRING_CALL, vu.encode_u64(index), [self.call])
         self.send(vu.Request.SET_VRING_KICK, vu.encode_u64(index), [self.kick])
         self.ask(vu.Request.GET_FEATURES)  # a reply: every message before it was handled
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.call)  # no signal left over from before
 
     def submit(self, descs: list[tuple[int, int, int]]) -> None:
         """Post one chain of (address, length, flags) descriptors and kick."""
@@ -137,9 +140,10 @@ def test_handshake_and_requests(served: tuple[FrontEnd, Path]) -> None:
     assert fp.OUT_HEADER.unpack_from(init)[1:] == (0, 99)
     entry = front.fuse(fp.Opcode.LOOKUP, b"hello\0")
     nodeid = struct.unpack_from("<Q", entry, 16)[0]
+    # OPEN is ENOSYS on purpose (FUSE no_open): reads name the node, with file handle 0.
     opened = front.fuse(fp.Opcode.OPEN, struct.pack("<II", os.O_RDONLY, 0), nodeid)
-    fh = struct.unpack_from("<Q", opened, 16)[0]
-    read = front.fuse(fp.Opcode.READ, struct.pack("<QQIIQII", fh, 0, 100, 0, 0, 0, 0), nodeid)
+    assert fp.OUT_HEADER.unpack_from(opened)[1] == -errno.ENOSYS
+    read = front.fuse(fp.Opcode.READ, struct.pack("<QQIIQII", 0, 0, 100, 0, 0, 0, 0), nodeid)
     assert read[16:] == b"hello from the share\n"
 
 
@@ -155,6 +159,7 @@ def test_hostile_messages_and_requests_are_refused(served: tuple[FrontEnd, Path]
     front.setup_queue()
     bad = struct.pack("<IIQQQQ", 1, 0, MEM * 4, USED, AVAIL, 0)
     front.send(vu.Request.SET_VRING_ADDR, bad)
+    front.ask(vu.Request.GET_FEATURES)  # the bad address is in place before the kick
     front.submit([(BUF, 64, 0)])
     assert vu.decode_u64(front.ask(vu.Request.GET_FEATURES))  # still answering
     front.setup_queue()

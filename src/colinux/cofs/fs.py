@@ -51,6 +51,7 @@ NO_ENTRY = bytes(fp.ENTRY_OUT_SIZE)  # node id 0: READDIRPLUS carries no lookup
 MAX_WRITE = 1 << 20
 MAX_PAGES = 256
 MAX_READAHEAD = 1 << 20
+IO_BUDGET = 64
 DT = {stat.S_IFDIR: 4, stat.S_IFREG: 8, stat.S_IFLNK: 10, stat.S_IFCHR: 2, stat.S_IFBLK: 6,
       stat.S_IFIFO: 1, stat.S_IFSOCK: 12}  # fmt: skip
 RENAME_NOREPLACE = 1
@@ -123,6 +124,7 @@ class ShareFileSystem:
         self._next_id = ROOT_ID + 1
         self._next_fh = 1
         self._open_nodes: OrderedDict[int, None] = OrderedDict({ROOT_ID: None})
+        self._io: OrderedDict[int, int] = OrderedDict()  # node id -> descriptor for I/O
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.node_budget = max(64, soft // 4)
         self._dispatch: dict[int, Callable[[fp.InHeader, Any], bytes]] = {
@@ -132,6 +134,9 @@ class ShareFileSystem:
     def close(self) -> None:
         for h in self.handles.values():
             _close(h.fd)
+        for fd in self._io.values():
+            _close(fd)
+        self._io.clear()
         for n in self.nodes.values():
             if n.fd is not None:
                 _close(n.fd)
@@ -166,12 +171,41 @@ class ShareFileSystem:
             )
         return fp.encode_reply(h.unique, body)
 
-    def read_into(self, fh: int, offset: int, views: list[memoryview]) -> int:
+    def read_into(self, nodeid: int, fh: int, offset: int, views: list[memoryview]) -> int:
         """FUSE_READ straight into guest memory."""
-        handle = self._handle(fh)
+        fd = self._io_fd(nodeid, fh)
         if not views:
             return 0
-        return os.preadv(handle.fd, views, offset)
+        return os.preadv(fd, views, offset)
+
+    # Files are not opened per guest open: OPEN answers ENOSYS, which tells
+    # the guest kernel (FUSE "no_open") to skip OPEN and RELEASE, two round
+    # trips of every open(). Reads and writes then name only the node, and go
+    # to one descriptor per node, opened read-write when the host allows,
+    # kept for the most recently used IO_BUDGET nodes.
+
+    def _io_fd(self, nodeid: int, fh: int = 0) -> int:
+        handle = self.handles.get(fh) if fh else None
+        if handle is not None:
+            return handle.fd
+        fd = self._io.get(nodeid)
+        if fd is not None:
+            self._io.move_to_end(nodeid)
+            return fd
+        node = self._node(nodeid)
+        if node.kind != stat.S_IFREG or self._guest_kind(node) != stat.S_IFREG:
+            raise OSError(errno.EBADF, "not a regular file")
+        path = self._proc(node)
+        try:
+            fd = os.open(path, (os.O_RDONLY if self.readonly else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ETXTBSY):
+                raise
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._io[nodeid] = fd
+        while len(self._io) > IO_BUDGET:
+            _close(self._io.popitem(last=False)[1])
+        return fd
 
     # -- helpers ----------------------------------------------------------------
 
@@ -318,6 +352,9 @@ class ShareFileSystem:
             del self.nodes[nodeid]
             del self.by_key[node.key]
             self._open_nodes.pop(nodeid, None)
+            io = self._io.pop(nodeid, None)
+            if io is not None:
+                _close(io)
             if node.fd is not None:
                 _close(node.fd)
 
@@ -339,7 +376,7 @@ class ShareFileSystem:
         if a.major != fp.KERNEL_VERSION:
             raise ValueError(f"FUSE major version {a.major}")
         wanted = (
-            fp.INIT_ASYNC_READ | fp.INIT_ATOMIC_O_TRUNC | fp.INIT_BIG_WRITES
+            fp.INIT_ASYNC_READ | fp.INIT_BIG_WRITES
             | fp.INIT_AUTO_INVAL_DATA | fp.INIT_PARALLEL_DIROPS | fp.INIT_MAX_PAGES
             | fp.INIT_DO_READDIRPLUS | fp.INIT_READDIRPLUS_AUTO
         )  # fmt: skip
@@ -387,8 +424,8 @@ class ShareFileSystem:
         if a.valid & (fp.FATTR_SIZE | fp.FATTR_ATIME | fp.FATTR_MTIME):
             self._writable()
         if a.valid & fp.FATTR_SIZE:
-            if a.valid & fp.FATTR_FH and a.fh in self.handles:
-                os.ftruncate(self.handles[a.fh].fd, a.size)
+            if node.nodeid in self._io:
+                os.ftruncate(self._io[node.nodeid], a.size)
             else:
                 os.truncate(self._proc(node), a.size)
         if a.valid & (fp.FATTR_ATIME | fp.FATTR_MTIME) and node.kind != stat.S_IFLNK:
@@ -542,25 +579,6 @@ class ShareFileSystem:
 
     op_rename2 = op_rename
 
-    def op_open(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
-        node = self._node(h.nodeid)
-        kind = self._guest_kind(node)
-        if node.kind != stat.S_IFREG or kind != stat.S_IFREG:
-            code = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}.get(kind)
-            raise OSError(code or errno.EACCES, "not a regular file")
-        flags = self._host_flags(a.flags & ~(os.O_CREAT | os.O_EXCL))
-        if a.flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
-            self._writable()
-        try:
-            fd = os.open(self._proc(node), flags)
-        except PermissionError:
-            if a.flags & os.O_ACCMODE != os.O_WRONLY:
-                raise
-            fd = os.open(self._proc(node), flags & ~os.O_ACCMODE | os.O_WRONLY)
-        # The guest may keep its page cache across opens: FUSE_AUTO_INVAL_DATA
-        # drops it when the host changes the file's mtime or size.
-        return fp.encode_open(self._new_handle(fd, node), fp.FOPEN_KEEP_CACHE)
-
     def _host_flags(self, flags: int) -> int:
         flags = (flags & ~os.O_NOCTTY) | os.O_CLOEXEC
         if self.writeback:
@@ -586,13 +604,17 @@ class ShareFileSystem:
         except OSError:
             os.close(fd)
             raise
-        node = self.by_key[(parent.view, *_devino(os.fstat(fd)))]
-        return entry + fp.encode_open(self._new_handle(fd, node), fp.FOPEN_KEEP_CACHE)
+        os.close(fd)  # I/O goes through the node's descriptor (see _io_fd)
+        return entry + fp.encode_open(0, fp.FOPEN_KEEP_CACHE)
 
     def op_write(self, h: fp.InHeader, a: fp.WriteIn) -> bytes:
         self._writable()
-        handle = self._handle(a.fh)
-        return fp.encode_write_out(os.pwrite(handle.fd, a.data, a.offset))
+        try:
+            return fp.encode_write_out(os.pwrite(self._io_fd(h.nodeid, a.fh), a.data, a.offset))
+        except OSError as e:
+            if e.errno == errno.EBADF:  # the host lets us only read it
+                raise OSError(errno.EACCES, "read-only on the host") from e
+            raise
 
     def op_release(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
         handle = self.handles.pop(a.fh, None)
@@ -603,11 +625,12 @@ class ShareFileSystem:
     op_releasedir = op_release
 
     def op_fsync(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
-        handle = self._handle(a.fh)
-        (os.fdatasync if a.flags & 1 else os.fsync)(handle.fd)
+        (os.fdatasync if a.flags & 1 else os.fsync)(self._io_fd(h.nodeid, a.fh))
         return b""
 
-    op_fsyncdir = op_fsync
+    def op_fsyncdir(self, h: fp.InHeader, a: fp.FhIn) -> bytes:
+        os.fsync(self._handle(a.fh).fd)
+        return b""
 
     def op_opendir(self, h: fp.InHeader, a: fp.OpenIn) -> bytes:
         node = self._dir(h.nodeid)
@@ -679,7 +702,7 @@ class ShareFileSystem:
         self._writable()
         if a.mode:
             raise OSError(errno.EOPNOTSUPP, "fallocate mode")
-        os.posix_fallocate(self._handle(a.fh).fd, a.offset, a.length)
+        os.posix_fallocate(self._io_fd(h.nodeid, a.fh), a.offset, a.length)
         return b""
 
     def op_syncfs(self, h: fp.InHeader, a: None) -> bytes:
@@ -689,7 +712,7 @@ class ShareFileSystem:
 _OPS = {
     Opcode.INIT, Opcode.DESTROY, Opcode.LOOKUP, Opcode.GETATTR, Opcode.SETATTR,
     Opcode.READLINK, Opcode.SYMLINK, Opcode.MKNOD, Opcode.LINK, Opcode.MKDIR, Opcode.UNLINK,
-    Opcode.RMDIR, Opcode.RENAME, Opcode.RENAME2, Opcode.OPEN, Opcode.CREATE, Opcode.WRITE,
+    Opcode.RMDIR, Opcode.RENAME, Opcode.RENAME2, Opcode.CREATE, Opcode.WRITE,
     Opcode.RELEASE, Opcode.RELEASEDIR, Opcode.FSYNC, Opcode.FSYNCDIR,
     Opcode.OPENDIR, Opcode.READDIR, Opcode.READDIRPLUS, Opcode.STATFS, Opcode.ACCESS,
     Opcode.FALLOCATE,

@@ -358,7 +358,9 @@ class CofsServer:
         if size < 0:
             return 0
         try:
-            n = self._fs.read_into(a.fh, a.offset, chain.writable_views(head, size))
+            n = self._fs.read_into(
+                req.header.nodeid, a.fh, a.offset, chain.writable_views(head, size)
+            )
         except OSError as e:
             return chain.write(fp.encode_error(req.header.unique, e.errno or errno.EIO))
         chain.write(fp.encode_out_header(req.header.unique, 0, n))
