@@ -81,6 +81,7 @@ def test_flat_view_and_names(colinux: Colinux, tmp_path: Path) -> None:
     dd if=/dev/zero of=big bs=64k count=40 2>/dev/null
     cmp big /dev/zero 2>&1 | grep -q EOF && echo big-ok
     truncate -s 100 big && stat -c '%s' big
+    echo longer-text > t && echo s > t && echo more >> t && tr '\n' + < t; echo
     dd if=/dev/zero of=sparse bs=1 count=1 seek=5G 2>/dev/null && stat -c '%s' sparse
     dd if=sparse bs=1 skip=5G 2>/dev/null | od -An -tx1
     df -P . | tail -1 | awk '{ print ($2 > 0) ? "statfs-ok" : "statfs-bad" }'
@@ -91,11 +92,12 @@ def test_flat_view_and_names(colinux: Colinux, tmp_path: Path) -> None:
     assert "chmod-ok" in out and "chown-ok" in out
     assert "0 0 755" in out  # chmod/chown did not persist
     assert {"symlink-EPERM", "fifo-EPERM", "mknod-EPERM", "big-ok", "100", "statfs-ok"} <= set(out)
+    assert "s+more+" in out  # O_TRUNC and O_APPEND
     assert "5368709121" in out and " 00" in out  # over 4 GiB, and sparse on the host:
     assert (share / "sparse").stat().st_blocks < 64
     (share / "sparse").unlink()
     on_host = sorted(os.listdir(share))
-    assert on_host == sorted(["日本語のファイル.txt", "a*b?c", "ディレクトリ", "big"])
+    assert on_host == sorted(["日本語のファイル.txt", "a*b?c", "ディレクトリ", "big", "t"])
     assert os.listdir(share / "ディレクトリ") == ["𠮷野家-moved"]
     for name in names[:1]:
         assert (share / name).read_bytes() == name.encode()  # byte for byte
