@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,23 +148,45 @@ def test_run_service_tells_systemd_ready_and_stopping(colinux: Colinux, units: P
         sock.bind(path)
         sock.settimeout(30)
         colinux.env["NOTIFY_SOCKET"] = path
+        colinux.env["WATCHDOG_USEC"] = "1000000"  # WatchdogSec=1: a ping every 0.5 s
         daemon = colinux.popen(
             "--run-service", "web", "-c", "web.xml", program="colinux-daemon",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
-            ready = sock.recv(4096).decode().splitlines()
-            assert "READY=1" in ready
-            assert "STATUS=guest web is running" in ready
+            messages: list[str] = []
+            while "READY=1" not in messages:
+                messages += sock.recv(4096).decode().splitlines()
+            assert "STATUS=guest web is running" in messages
+            assert "WATCHDOG=1" in messages  # the watchdog is answered from the start
             # The service's guest is an ordinary named guest.
             del colinux.env["NOTIFY_SOCKET"]
             listed = colinux.run("list").stdout.decode().splitlines()
             assert listed[1].split()[:2] == ["web", "running"]
             daemon.send_signal(signal.SIGTERM)
-            assert "STOPPING=1" in sock.recv(4096).decode().splitlines()
+            while "STOPPING=1" not in messages:
+                messages += sock.recv(4096).decode().splitlines()
             _, err = daemon.communicate(timeout=30)
             assert daemon.returncode == 0, err  # a clean stop: no restart on failure
         finally:
             if daemon.poll() is None:
                 daemon.kill()
                 daemon.wait()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="root's run directory")
+def test_root_guests_share_one_run_directory(colinux: Colinux) -> None:
+    """A system unit (no XDG_RUNTIME_DIR) and a root login shell (with one) see one
+    run directory, so `colinux list` in the shell shows the services' guests."""
+    code = "from colinux.daemon.rundir import base_dir; print(base_dir())"
+    seen = set()
+    for runtime in (None, str(colinux.cwd)):
+        env = {k: v for k, v in colinux.env.items() if k != "COLINUX_RUN_DIR"}
+        env.pop("XDG_RUNTIME_DIR", None)
+        if runtime:
+            env["XDG_RUNTIME_DIR"] = runtime
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        seen.add(out.stdout.strip())
+    assert seen == {"/run/colinux"}
