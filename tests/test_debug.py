@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -39,6 +40,8 @@ def test_follow_filters_components_and_includes_kernel_messages(
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
+        # The follower switches the collector on once it is connected.
+        assert wait_until(lambda: status(colinux, "dbg")["collecting"] is True, 20)
         console = Terminal(colinux, "console", "dbg")
         console.read_until(b"dbg:/root# ")
         console.type(b"\x1d")
@@ -54,7 +57,7 @@ def test_follow_filters_components_and_includes_kernel_messages(
     assert lines and all(" hub/pipe[5] " in line for line in lines), lines
     assert any("client attached" in line for line in lines)
     # The follower has gone: the collector is off again.
-    assert status(colinux, "dbg")["debug"] is False
+    assert wait_until(lambda: status(colinux, "dbg")["collecting"] is False, 10)
 
     # What was collected, as the original's -p XML: kernel messages included.
     dump = colinux.run("debug", "dbg", "--no-follow", "-p", "-s", "prints=15")
@@ -103,7 +106,7 @@ def test_bad_debug_options(colinux: Colinux, args: tuple[str, ...], message: byt
     ("args", "message"),
     [
         ((), b"name the guest with -a NAME (running: none)"),
-        (("-n", "10.0.0.1"), b"-n (records over UDP) is not supported"),
+        (("-a", "x", "-n", "host:port"), b"-n host:port: expected HOST or HOST:PORT"),
         (("-x",), b"unknown option -x"),
     ],
 )
@@ -112,6 +115,30 @@ def test_debug_daemon_bad_input(colinux: Colinux, args: tuple[str, ...], message
     assert result.returncode == 2
     assert result.stderr.startswith(b"colinux-debug-daemon: ")
     assert message in result.stderr
+
+
+def test_debug_daemon_sends_records_over_udp(colinux: Colinux) -> None:
+    start(colinux, "udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(20)
+        port = sock.getsockname()[1]
+        sender = colinux.popen(
+            "-n", f"127.0.0.1:{port}", "-p", "-s", "prints=15", program="colinux-debug-daemon",
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            datagrams = [sock.recv(65536) for _ in range(3)]
+            sender.send_signal(signal.SIGINT)
+            assert sender.wait(10) == 0
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.wait()
+    assert datagrams[0].startswith(b"<?xml")
+    assert datagrams[1].startswith(b'<record timestamp="')
+    assert b'facility="prints"' in datagrams[1]
+    assert colinux.run("stop", "udp").returncode == 0
 
 
 def test_kmsg_lines_and_filters() -> None:

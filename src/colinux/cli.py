@@ -546,8 +546,9 @@ def follow_debug_command(
     file: str | None = None,
     xml: bool = False,
     live: bool = True,
+    udp: str | None = None,
 ) -> int:
-    from colinux.console.debug import follow_debug, set_collector
+    from colinux.console.debug import UdpSender, follow_debug, set_collector
     from colinux.daemon.debug import MAX_LEVEL, Filter, parse_facility_levels
 
     if on or off:
@@ -567,6 +568,9 @@ def follow_debug_command(
         facilities=parse_facility_levels(facilities) if facilities else {},
         level=level,
     )
+    if udp is not None:
+        with UdpSender.to(udp) as sender:
+            return follow_debug(name, wanted, out=sender, xml=xml, live=live)
     if file is None:
         return follow_debug(name, wanted, out=sys.stdout, xml=xml, live=live)
     try:
@@ -578,13 +582,14 @@ def follow_debug_command(
 
 
 DEBUG_DAEMON_USAGE = """\
-usage: colinux-debug-daemon [-a NAME] [-d] [-p] [-f FILE] [-s FACILITY=LEVEL,...]
+usage: colinux-debug-daemon [-a NAME] [-d] [-p] [-f FILE | -n HOST[:PORT]] [-s FACILITY=LEVEL,...]
 
 Collect a running guest's debug records (coLinux's colinux-debug-daemon).
   -a NAME   the guest (default: the only one running)
   -d        pull the records (the default; accepted for compatibility)
   -p        write XML records (timestamp, module, file, function, facility, line, level)
   -f FILE   append to FILE instead of standard output
+  -n HOST[:PORT]  send each record as a UDP datagram instead (port 63000 by default)
   -s F=L,.. facility levels: misc, network, messages, prints, blockdev, allocations,
             context_switch, pipe, filesystem (or all), LEVEL 0..15
   -h        this help
@@ -615,10 +620,10 @@ def debug_daemon_command(argv: Sequence[str]) -> int:
             else:
                 options["facilities"] = words[i]
         elif word == "-n":
-            raise UserError(
-                "colinux-debug-daemon: -n (records over UDP) is not supported; "
-                "use -f FILE or colinux debug NAME"
-            )
+            if i + 1 >= len(words):
+                raise UserError("colinux-debug-daemon: option -n needs a value")
+            i += 1
+            options["udp"] = words[i]
         else:
             raise UserError(
                 f"colinux-debug-daemon: unknown option {word} (see colinux-debug-daemon -h)"

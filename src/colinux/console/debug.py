@@ -11,16 +11,55 @@ one text line each, or with ``xml`` the original's ``-p`` XML records.
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import TextIO
 
 from colinux.console.client import _connect, request
 from colinux.daemon import protocol
 from colinux.daemon.debug import Filter, Record
 from colinux.daemon.rundir import guest_dir
-from colinux.errors import ColinuxError
+from colinux.errors import ColinuxError, UserError
+
+DEFAULT_UDP_PORT = 63000
 
 XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<colinux-debug>\n'
 XML_FOOTER = "</colinux-debug>\n"
+
+
+class UdpSender:
+    """A text sink that sends each write as one UDP datagram (colinux-debug-daemon -n)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    @classmethod
+    def to(cls, target: str) -> UdpSender:
+        host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
+        if not port:
+            port = str(DEFAULT_UDP_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"-n {target}: expected HOST or HOST:PORT")
+        try:
+            address = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)
+        except socket.gaierror as e:
+            raise UserError(f"-n {target}: {e.strerror}") from None
+        sockaddr = address[0][4]
+        return cls((str(sockaddr[0]), int(sockaddr[1])))
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError):  # nobody listening is not our failure
+            self.sock.sendto(text.encode(), self.address)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def __enter__(self) -> UdpSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
 
 
 def set_collector(name: str, on: bool) -> bool:
@@ -32,7 +71,7 @@ def follow_debug(
     name: str,
     wanted: Filter,
     *,
-    out: TextIO,
+    out: TextIO | UdpSender,
     xml: bool = False,
     live: bool = True,
     replay: bool = True,

@@ -592,6 +592,7 @@ class Supervisor:
             "resident_kib": resident_kib(self.engine.pid) if self.engine.pid else None,
             "serials": sorted(self.serial_hubs),  # lines `colinux serial` can attach to
             "debug": self._debug_wanted,
+            "collecting": self.debug.enabled,  # on request, or while someone follows
             "started": self.started,
             "version": __version__,
             "agent_version": self.agent_version,
