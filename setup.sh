@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 # user-mode-linux: the engine; busybox-static: the default guest's userland;
 # bubblewrap: the engine's sandbox; e2fsprogs: disk images for tests;
 # python3-venv: the virtualenv; cpio/util-linux: tools the tests use;
-# systemd: systemd-analyze, which checks the service units colinux writes.
-packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd"
+# systemd: systemd-analyze, which checks the service units colinux writes;
+# slirp4netns, iproute2: unprivileged slirp networking for guests.
+packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns iproute2"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux.config import cmdline as cmdline_config
-from colinux.config.model import Machine
+from colinux.config.model import Machine, NetworkCard, NetworkType
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
@@ -40,7 +40,15 @@ def _warn(message: str) -> None:
 
 def default_machine() -> Machine:
     """The embedded default guest: our initramfs, nothing shared."""
-    return Machine(memory_mb=DEFAULT_GUEST_MEMORY_MB, source="default guest")
+    # slirp needs no root and no setup: the default guest is on the network
+    # wherever this user may open TUN devices (Debian's /dev/net/tun is 0666).
+    from colinux.net.slirp import tun_usable
+
+    return Machine(
+        memory_mb=DEFAULT_GUEST_MEMORY_MB,
+        networks=(NetworkCard(0, NetworkType.SLIRP),) if tun_usable() else (),
+        source="default guest",
+    )
 
 
 @dataclass
@@ -74,9 +82,11 @@ class MachineArgs:
 def _warn_unwired(machine: Machine) -> None:
     """Settings this version reads and checks but does not give the guest yet."""
     for card in machine.networks:
-        _warn(
-            f"eth{card.index} ({card.type.cmdline_name}): networking is not available yet; ignored"
-        )
+        if card.type != NetworkType.SLIRP:
+            _warn(
+                f"eth{card.index} ({card.type.cmdline_name}): this network type is not "
+                "available yet; ignored"
+            )
 
 
 # -- colinux-daemon -------------------------------------------------------------
@@ -314,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="guest name (default: run-PID)")
     run.add_argument("-v", "--verbose", action="store_true", help="show kernel boot messages")
     run.add_argument("--no-share", action="store_true", help="do not share this directory as cofs0")
+    run.add_argument("--no-network", action="store_true", help="no network cards at all")
     _machine_options(run)
 
     start = sub.add_parser("start", help="start a named guest in the background")
@@ -402,6 +413,8 @@ def cmd_run(ns: argparse.Namespace, job: list[str] | None) -> int:
     machine = args.build()
     if job is not None and not job:
         raise UserError("colinux run: '--' must be followed by a command")
+    if ns.no_network:
+        machine = dataclasses.replace(machine, networks=())
     share_args: tuple[str, ...] = ()
     if not ns.no_share:
         from colinux.cofs.backend import share_current_directory

@@ -25,6 +25,11 @@ class Backend(abc.ABC):
     async def start(self) -> Wiring:
         """Start serving; how the engine reaches this backend."""
 
+    async def engine_started(self, pid: int) -> None:
+        """The engine (each boot's new one) runs as ``pid``; a backend that must
+        join its namespaces does it here, before the guest needs the device."""
+        return None  # most backends need nothing of the engine's process
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop serving and release everything (processes, sockets, devices)."""
@@ -36,4 +41,10 @@ def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backen
 
     backends: list[Backend] = []
     backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
+    from colinux.config.model import NetworkType
+    from colinux.net.slirp import SlirpNetwork
+
+    slirp_cards = [c for c in machine.networks if c.type == NetworkType.SLIRP]
+    if slirp_cards:
+        backends.append(SlirpNetwork(slirp_cards, guest=name, state_dir=state_dir))
     return backends

@@ -133,13 +133,14 @@ class Supervisor:
             spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
             async with contextlib.AsyncExitStack() as backends:
                 wiring = Wiring()
-                for backend in backends_for(
+                self.backends = backends_for(
                     self.machine, name=self.options.name, state_dir=gdir.uml_dir
-                ):
+                )
+                for backend in self.backends:
                     wiring = wiring + await backend.start()
                     backends.push_async_callback(backend.stop)
                 self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
-                channels = await self.engine.start()
+                channels = await self._start_engine()
                 try:
                     return await self._serve(loop, gdir, channels)
                 finally:
@@ -150,6 +151,17 @@ class Supervisor:
             if self.options.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.options.pidfile)
+
+    async def _start_engine(self) -> GuestChannels:
+        channels = await self.engine.start()
+        try:
+            for backend in self.backends:
+                await backend.engine_started(self.engine.pid or 0)
+        except BaseException:
+            self.engine.kill()
+            await self.engine.wait()
+            raise
+        return channels
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, gdir: ClaimedGuestDir, channels: GuestChannels
@@ -185,7 +197,7 @@ class Supervisor:
                     # with fresh channels, the same consoles attached.
                     self.reboot_requested = False
                     await self.engine.wait()
-                    channels = await self.engine.start()
+                    channels = await self._start_engine()
                     self.hub.switch(channels.console)
                     for index, fd in channels.serials.items():
                         self.serial_hubs[index].switch(fd)

@@ -32,6 +32,10 @@ class Wiring:
     fds: tuple[int, ...] = ()  # host descriptors the engine process inherits
     share_net: bool = False  # keep the network namespace the engine is started in
     wrapper: tuple[str, ...] = ()  # a command that runs the sandbox (one per guest at most)
+    # Capabilities the engine keeps in its network namespace (e.g. CAP_NET_RAW for
+    # UML's vector transports). The sandbox then makes no user namespace of its
+    # own, so it must start as uid 0: real root, or root of a wrapper's namespace.
+    engine_caps: tuple[str, ...] = ()
 
     def __add__(self, other: Wiring) -> Wiring:
         if self.wrapper and other.wrapper:
@@ -42,6 +46,7 @@ class Wiring:
             fds=self.fds + other.fds,
             share_net=self.share_net or other.share_net,
             wrapper=self.wrapper or other.wrapper,
+            engine_caps=tuple(dict.fromkeys(self.engine_caps + other.engine_caps)),
         )
 
 

@@ -179,11 +179,21 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
             hint="install the Debian package bubblewrap",
         )
     seen: set[str] = set()
-    namespaces = ["--unshare-all"]
+    caps = spec.wiring.engine_caps
+    if caps:
+        # No user namespace of bwrap's own: capabilities in a nested one would
+        # not reach the network namespace the engine must use.
+        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        namespaces = ["--unshare-all"]
     if spec.wiring.share_net:
         namespaces.append("--share-net")
+    elif caps:
+        namespaces.append("--unshare-net")
+    for cap in caps:
+        namespaces += ["--cap-add", cap]
     args = [
-        bwrap, *namespaces, "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        bwrap, "--die-with-parent", "--new-session", "--cap-drop", "ALL", *namespaces,
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "TMPDIR", "/tmp",
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
     ]  # fmt: skip

@@ -39,6 +39,8 @@ GUEST_FILES = (
     ("usr/lib/colinux/boot.d/20-cofs", "cofs-boot", 0o755),
     ("usr/lib/colinux/boot.d/30-serial", "serial-getty", 0o755),
     ("usr/lib/colinux/boot.d/05-kmsg", "kmsg-forward", 0o755),
+    ("usr/lib/colinux/boot.d/10-network", "network-boot", 0o755),
+    ("usr/lib/colinux/udhcpc-script", "udhcpc-script", 0o755),
 )
 # Kernel modules of the UML kernel the default guest carries, relative to
 # /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).

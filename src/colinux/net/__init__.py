@@ -1,0 +1,1 @@
+"""Network cards: MAC addresses and the host-side backends of ethN."""
