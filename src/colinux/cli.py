@@ -75,18 +75,7 @@ class MachineArgs:
             base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
-        _warn_unwired(machine)
         return machine
-
-
-def _warn_unwired(machine: Machine) -> None:
-    """Settings this version reads and checks but does not give the guest yet."""
-    for card in machine.networks:
-        if card.type != NetworkType.SLIRP:
-            _warn(
-                f"eth{card.index} ({card.type.cmdline_name}): this network type is not "
-                "available yet; ignored"
-            )
 
 
 # -- colinux-daemon -------------------------------------------------------------

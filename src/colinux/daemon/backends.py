@@ -18,6 +18,7 @@ from pathlib import Path
 
 from colinux.config.model import Machine
 from colinux.engine.base import Wiring
+from colinux.errors import UserError
 
 
 class Backend(abc.ABC):
@@ -43,8 +44,19 @@ def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backen
     backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
     from colinux.config.model import NetworkType
     from colinux.net.slirp import SlirpNetwork
+    from colinux.net.tap import HostNetwork
 
     slirp_cards = [c for c in machine.networks if c.type == NetworkType.SLIRP]
+    host_cards = [c for c in machine.networks if c.type != NetworkType.SLIRP]
+    if slirp_cards and host_cards:
+        # slirp runs the engine in a network namespace of its own, tuntap and
+        # pcap-bridge need the host's: one engine cannot be in both.
+        raise UserError(
+            f"eth{slirp_cards[0].index}=slirp and eth{host_cards[0].index}="
+            f"{host_cards[0].type.cmdline_name} cannot be used together (yet)"
+        )
     if slirp_cards:
         backends.append(SlirpNetwork(slirp_cards, guest=name, state_dir=state_dir))
+    if host_cards:
+        backends.append(HostNetwork(host_cards, guest=name))
     return backends

@@ -36,6 +36,7 @@ class Wiring:
     # UML's vector transports). The sandbox then makes no user namespace of its
     # own, so it must start as uid 0: real root, or root of a wrapper's namespace.
     engine_caps: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # host device nodes the engine opens (e.g. /dev/net/tun)
 
     def __add__(self, other: Wiring) -> Wiring:
         if self.wrapper and other.wrapper:
@@ -47,6 +48,7 @@ class Wiring:
             share_net=self.share_net or other.share_net,
             wrapper=self.wrapper or other.wrapper,
             engine_caps=tuple(dict.fromkeys(self.engine_caps + other.engine_caps)),
+            devices=tuple(dict.fromkeys(self.devices + other.devices)),
         )
 
 

@@ -203,6 +203,8 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
     args += ["--bind", spec.state_dir, spec.state_dir]
     for path in spec.wiring.binds:
         args += ["--bind", path, path]
+    for device in spec.wiring.devices:
+        args += ["--dev-bind", device, device]
     if spec.initrd:
         args += ["--ro-bind", spec.initrd, SANDBOX_INITRD]
     for s in disk_slots(spec.machine):

@@ -1,0 +1,95 @@
+"""tuntap and pcap-bridge: guest cards on the host's own network (root only).
+
+``ethN=tuntap,"NAME"`` attaches the card to the host TAP device NAME, made
+(and removed at the end) when it does not exist. ``ethN=pcap-bridge,"IF"``
+puts the card on host interface IF's layer-2 segment, as coLinux's
+WinPcap bridge did. Both use UML's vector transports (``tap``, ``raw``) in
+the host's network namespace, which need CAP_NET_RAW and CAP_NET_ADMIN
+there: on a Linux host that means root. slirp is the choice without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+
+from colinux.config.model import NetworkCard, NetworkType
+from colinux.daemon.backends import Backend
+from colinux.engine.base import Wiring
+from colinux.errors import ColinuxError, UserError
+from colinux.net.mac import card_mac
+
+IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+TUN = "/dev/net/tun"
+
+
+def _name(card: NetworkCard) -> str:
+    if card.name:
+        return card.name
+    return f"cotap{card.index}" if card.type == NetworkType.TAP else "eth0"
+
+
+async def _ip(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    return process.returncode or 0, err.decode().strip()
+
+
+class HostNetwork(Backend):
+    """The tuntap and pcap-bridge cards of one guest."""
+
+    def __init__(self, cards: list[NetworkCard], *, guest: str) -> None:
+        self.cards = cards
+        self.guest = guest
+        self._created: list[str] = []
+
+    async def start(self) -> Wiring:
+        for card in self.cards:
+            name = _name(card)
+            what = f"eth{card.index}={card.type.cmdline_name},{name!r}"
+            if not IFNAME.fullmatch(name):
+                raise UserError(f"{what}: not a Linux interface name (1-15 letters, digits, _.:-)")
+        if os.geteuid() != 0:
+            raise UserError(
+                f"eth{self.cards[0].index}={self.cards[0].type.cmdline_name}: the host's network "
+                "needs root (CAP_NET_ADMIN and CAP_NET_RAW); use eth0=slirp without it"
+            )
+        args: list[str] = []
+        for card in self.cards:
+            name = _name(card)
+            exists = os.path.exists(f"/sys/class/net/{name}")
+            if card.type == NetworkType.TAP:
+                if not exists:
+                    status, err = await _ip("tuntap", "add", "dev", name, "mode", "tap")
+                    if status:
+                        raise ColinuxError(
+                            f"eth{card.index}: cannot create TAP device {name}: {err}"
+                        )
+                    self._created.append(name)
+                transport = "tap"
+            else:
+                if not exists:
+                    raise UserError(f"eth{card.index}=pcap-bridge: no host interface {name!r}")
+                transport = "raw"
+            status, err = await _ip("link", "set", "dev", name, "up")
+            if status:
+                raise ColinuxError(f"eth{card.index}: cannot bring {name} up: {err}")
+            args.append(
+                f"vec{card.index}:transport={transport},ifname={name},"
+                f"mac={card_mac(card, self.guest)}"
+            )
+        kinds = ",".join(f"{c.index}:{c.type.value}" for c in self.cards)
+        return Wiring(
+            kernel_args=(*args, f"colinux.net={kinds}"),
+            share_net=True,
+            engine_caps=("CAP_NET_RAW", "CAP_NET_ADMIN"),
+            devices=(TUN,),
+        )
+
+    async def stop(self) -> None:
+        for name in self._created:
+            await _ip("tuntap", "del", "dev", name, "mode", "tap")
+        self._created.clear()

@@ -1,0 +1,103 @@
+"""tuntap and pcap-bridge cards on networks the test builds itself (root only).
+
+Each test makes network namespaces and veth pairs of its own, runs colinux
+inside one of them and removes everything afterwards. No address outside
+this machine is ever used.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from conftest import BIN, Colinux
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host's network needs root")
+
+
+def ip(*args: str, netns: str | None = None) -> None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
+
+
+class Namespaces:
+    """Network namespaces made for one test, deleted after it."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def make(self) -> str:
+        name = f"cx-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.made.append(name)
+        ip("link", "set", "lo", "up", netns=name)
+        return name
+
+
+@pytest.fixture
+def netns() -> Iterator[Namespaces]:
+    namespaces = Namespaces()
+    yield namespaces
+    for name in namespaces.made:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def colinux_in(colinux: Colinux, namespace: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["ip", "netns", "exec", namespace, str(BIN / "colinux"), *args],
+        capture_output=True, timeout=60, env=colinux.env, cwd=colinux.cwd,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_tuntap_guest_and_host_ping_each_other(colinux: Colinux, netns: Namespaces) -> None:
+    host = netns.make()
+    # An admin-made TAP device with the host's address on it.
+    ip("tuntap", "add", "dev", "cotest0", "mode", "tap", netns=host)
+    ip("addr", "add", "10.77.0.1/24", "dev", "cotest0", netns=host)
+    script = "ip addr add 10.77.0.2/24 dev eth0 && ping -c 2 -W 5 10.77.0.1 >/dev/null && echo pong"
+    result = colinux_in(colinux, host, "run", "--no-share", 'eth0=tuntap,"cotest0"', "--",
+                        "sh", "-c", script)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"pong\n"
+    # The device was the admin's: it is still there.
+    ip("link", "show", "cotest0", netns=host)
+
+
+def test_tuntap_device_is_made_and_removed(colinux: Colinux, netns: Namespaces) -> None:
+    host = netns.make()
+    result = colinux_in(colinux, host, "run", "--no-share", "eth0=tuntap,cotmp7", "--",
+                        "sh", "-c", "cat /sys/class/net/eth0/operstate")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    gone = subprocess.run(["ip", "netns", "exec", host, "ip", "link", "show", "cotmp7"],
+                          capture_output=True)  # fmt: skip
+    assert gone.returncode != 0
+
+
+def test_pcap_bridge_puts_the_guest_on_the_segment(colinux: Colinux, netns: Namespaces) -> None:
+    host, peer = netns.make(), netns.make()
+    ip("link", "add", "vhost0", "type", "veth", "peer", "name", "vpeer0", netns=host)
+    ip("link", "set", "vpeer0", "netns", peer, netns=host)
+    ip("addr", "add", "10.78.0.1/24", "dev", "vpeer0", netns=peer)
+    ip("link", "set", "vpeer0", "up", netns=peer)
+    script = (
+        "ip addr add 10.78.0.2/24 dev eth0 && ping -c 2 -W 5 10.78.0.1 >/dev/null && "
+        "cat /sys/class/net/eth0/address"
+    )
+    result = colinux_in(colinux, host, "run", "--no-share", "--name", "bridged",
+                        'eth0=pcap-bridge,"vhost0"', "--", "sh", "-c", script)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    mac = result.stdout.decode().strip()
+    # The peer learned the guest's own MAC: they shared the layer-2 segment.
+    neigh = subprocess.run(["ip", "netns", "exec", peer, "ip", "neigh", "show", "10.78.0.2"],
+                           capture_output=True)  # fmt: skip
+    assert mac in neigh.stdout.decode()
+
+
+def test_slirp_and_host_cards_do_not_mix(colinux: Colinux) -> None:
+    result = colinux.run("run", "eth1=tuntap,cotest1", "--", "true")
+    assert result.returncode == 2
+    assert b"cannot be used together" in result.stderr
