@@ -41,6 +41,8 @@ def test_the_seeds_mount_forms_and_fstab_line(colinux: Colinux, tmp_path: Path) 
     cat /mnt/windows/inside.txt
     su dax -c 'echo by-dax > /mnt/w3/dax.txt'
     su dax -c 'cat /mnt/w1/Share/dax.txt' && echo dax-read-w1 || echo dax-denied-w1
+    mkdir /mnt/ro && mount -t cofs -o ro cofs0 /mnt/ro
+    touch /mnt/ro/new 2>/dev/null || echo ro-refused
     mount -t cofs 31 /mnt/w1 2>&1 || echo no-share-31
     """
     result = run_sh(colinux, script, f"cofs0={share}", "--no-share")
@@ -59,6 +61,7 @@ def test_the_seeds_mount_forms_and_fstab_line(colinux: Colinux, tmp_path: Path) 
     # dax may write in its view; in the root-owned 0755 view it may read.
     assert (share / "Share" / "dax.txt").read_bytes() == b"by-dax\n"
     assert lines[8] == "by-dax" and lines[9] == "dax-read-w1"
+    assert "ro-refused" in lines and not (share / "new").exists()
     assert "no-share-31" in lines[-1] or b"cofs31" in result.stderr
 
 
