@@ -173,6 +173,9 @@ def test_hostile_messages_and_requests_are_refused(served: tuple[FrontEnd, Path]
     front.poke(AVAIL, struct.pack("<HH", 0, front.avail_idx))
     os.eventfd_write(front.kick, 1)
     front.wait_used(before + 1)
+    # A request claiming more bytes than any FUSE request has (the same memory, thrice).
+    front.submit([(0, MEM, 0), (0, MEM, 0), (0, MEM, 0), (BUF, 64, 2)])
+    front.wait_used(before + 2)
     # Malformed FUSE: a header that lies about its length, an unknown opcode, escapes.
     front.poke(BUF, fp.IN_HEADER.pack(9999, fp.Opcode.LOOKUP, 5, 1, 0, 0, 0, 0, 0))
     used = struct.unpack("<H", front.peek(USED + 2, 2))[0]

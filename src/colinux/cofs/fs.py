@@ -52,6 +52,7 @@ MAX_WRITE = 1 << 20
 MAX_PAGES = 256
 MAX_READAHEAD = 1 << 20
 IO_BUDGET = 64
+MAX_VIEWS = 1024
 DT = {stat.S_IFDIR: 4, stat.S_IFREG: 8, stat.S_IFLNK: 10, stat.S_IFCHR: 2, stat.S_IFBLK: 6,
       stat.S_IFIFO: 1, stat.S_IFSOCK: 12}  # fmt: skip
 RENAME_NOREPLACE = 1
@@ -408,6 +409,8 @@ class ShareFileSystem:
             raise OSError(errno.EINVAL, str(e)) from e
         index = self._view_index.get(view)
         if index is None:
+            if len(self.views) > MAX_VIEWS:  # each is kept: a guest may not make endless ones
+                raise OSError(errno.ENOSPC, "too many views of this share")
             index = len(self.views)
             self.views.append(view)
             self._view_index[view] = index

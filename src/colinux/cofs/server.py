@@ -27,7 +27,7 @@ import threading
 
 from colinux.cofs import fuse_proto as fp
 from colinux.cofs import vhost_user as vu
-from colinux.cofs.fs import ShareFileSystem
+from colinux.cofs.fs import MAX_WRITE, ShareFileSystem
 from colinux.cofs.vhost_user import Request
 from colinux.cofs.virtqueue import (
     Chain,
@@ -41,6 +41,7 @@ from colinux.cofs.virtqueue import (
 
 log = logging.getLogger("colinux.cofs")
 
+MAX_REQUEST = MAX_WRITE + 64 * 1024  # the largest WRITE plus its header and arguments
 NUM_QUEUES = 2  # hiprio + one request queue
 VIRTIO_ID_FS = 26
 
@@ -331,7 +332,7 @@ class CofsServer:
     def _request(self, chain: Chain) -> int:
         """Serve one FUSE request; the number of bytes written into the chain."""
         assert self._fs is not None
-        data = chain.read_all()
+        data = chain.read_all(MAX_REQUEST)
         try:
             req = fp.decode_request(data)
         except fp.FuseProtocolError as e:

@@ -90,7 +90,10 @@ class Chain:
     readable: list[memoryview] = field(default_factory=list)
     writable: list[memoryview] = field(default_factory=list)
 
-    def read_all(self) -> bytes:
+    def read_all(self, limit: int) -> bytes:
+        """The request bytes; a chain claiming more than ``limit`` is refused, not copied."""
+        if sum(len(v) for v in self.readable) > limit:
+            raise DescriptorError(f"a request of more than {limit} bytes")
         return b"".join(self.readable)
 
     @property
