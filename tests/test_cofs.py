@@ -85,6 +85,7 @@ def test_flat_view_and_names(colinux: Colinux, tmp_path: Path) -> None:
     cmp big /dev/zero 2>&1 | grep -q EOF && echo big-ok
     truncate -s 100 big && stat -c '%s' big
     echo longer-text > t && echo s > t && echo more >> t && tr '\n' + < t; echo
+    cp /bin/busybox busybox && ./busybox echo exec-ok && rm busybox  # mmap of its pages
     dd if=/dev/zero of=sparse bs=1 count=1 seek=5G 2>/dev/null && stat -c '%s' sparse
     dd if=sparse bs=1 skip=5G 2>/dev/null | od -An -tx1
     df -P . | tail -1 | awk '{ print ($2 > 0) ? "statfs-ok" : "statfs-bad" }'
@@ -95,7 +96,7 @@ def test_flat_view_and_names(colinux: Colinux, tmp_path: Path) -> None:
     assert "chmod-ok" in out and "chown-ok" in out
     assert "0 0 755" in out  # chmod/chown did not persist
     assert {"symlink-EPERM", "fifo-EPERM", "mknod-EPERM", "big-ok", "100", "statfs-ok"} <= set(out)
-    assert "s+more+" in out  # O_TRUNC and O_APPEND
+    assert "s+more+" in out and "exec-ok" in out  # O_TRUNC and O_APPEND; mmap
     assert "5368709121" in out and " 00" in out  # over 4 GiB, and sparse on the host:
     assert (share / "sparse").stat().st_blocks < 64
     (share / "sparse").unlink()
