@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Colinux
+from conftest import Colinux, wait_until
 
 SECRET = b"host secret, not for the guest\n"
 
@@ -227,3 +227,32 @@ def test_boot_with_root_on_a_meta_share(colinux: Colinux, tmp_path: Path) -> Non
     ]
     assert (root / "root" / "f").read_bytes() == b"made\n"
     assert not (root / "bin" / "sh").is_symlink()  # on the host, metadata lives in xattrs
+
+
+def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "both"
+    share.mkdir()
+    (share / "f").write_bytes(b"first version\n")
+    script = r"""
+    cat f; echo from-guest > g
+    while [ ! -e go ]; do usleep 50000; done
+    usleep 1500000   # names and attributes are cached for 1 s
+    cat f; ls
+    """
+    guest = colinux.popen("run", "--", "sh", "-c", script, cwd=share,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert guest.stdout is not None
+        assert guest.stdout.readline() == b"first version\n"
+        assert wait_until(lambda: (share / "g").exists(), 10)
+        assert (share / "g").read_bytes() == b"from-guest\n"  # written through at once
+        (share / "f").write_bytes(b"second version, longer\n")
+        (share / "new-on-host").write_bytes(b"")
+        (share / "go").write_bytes(b"")
+        out, err = guest.communicate(timeout=60)
+    finally:
+        if guest.poll() is None:
+            guest.kill()
+    assert guest.returncode == 0, err
+    assert out.decode().split("\n")[0] == "second version, longer"
+    assert "new-on-host" in out.decode().split()
