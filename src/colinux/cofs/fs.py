@@ -1,4 +1,4 @@
-"""The file system a share shows the guest: confined, and in the flat view.
+"""The file system a share shows the guest: confined, in a flat view or meta mode.
 
 ``ShareFileSystem`` answers decoded FUSE requests (``fuse_proto.Request``)
 with encoded replies. Everything it touches is reached from the share root by
@@ -18,6 +18,11 @@ reserved name in the share root, ``.cofs-view:uid=U,gid=G,dmode=D,fmode=F``,
 and bind-mounts what it returns, so one share can be mounted several times
 with different options (coLinux allowed one mount). The reserved name is
 answered only in the root of view 0 and never listed.
+
+Meta mode keeps full UNIX metadata in an extended attribute of each host
+file (``meta.py``). In both modes OPEN answers ENOSYS on purpose (FUSE
+``no_open``): reads and writes name the node, and use one descriptor per
+node (``_io_fd``), which saves two round trips per open().
 """
 
 from __future__ import annotations
