@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 from colinux.cofs import meta
@@ -69,9 +70,13 @@ def share_current_directory(machine: Machine, cwd: str) -> tuple[Machine, tuple[
     """``colinux run``'s default: ``cwd`` as cofs0, mounted at /mnt/cofs0, the job's cwd.
 
     Returns the machine with the share added and the kernel arguments that
-    make the default guest mount it; unchanged when cofs0 is already set.
+    make the default guest mount it; unchanged when cofs0 is already set, or
+    when we may not read the directory (a default must not stop the boot).
     """
     if any(s.index == 0 for s in machine.cofs):
+        return machine, ()
+    if not os.access(cwd, os.R_OK | os.X_OK):
+        log.warning("not sharing %s as cofs0: it is not readable", cwd)
         return machine, ()
     share = CofsShare(index=0, path=HostPath(cwd, cwd))
     machine = dataclasses.replace(machine, cofs=(share, *machine.cofs))
