@@ -29,58 +29,56 @@ BIN = Path(sys.executable).parent
 CHUNK = b"\0" * (1 << 16)
 
 
-class Sink:
-    """Accepts one connection, reads ``size`` bytes, records the rate."""
+class OneConnection:
+    """A loopback-side server for one connection, timed from the host's side."""
 
     def __init__(self, host: str, size: int) -> None:
         self.size = size
         self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.rate = 0.0
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.rate = 0.0  # Mbit/s
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _serve(self) -> None:
         conn, _ = self.sock.accept()
         with conn:
-            got = 0
-            first = conn.recv(1 << 16)
-            start = time.perf_counter()
-            got = len(first)
-            while got < self.size:
-                data = conn.recv(1 << 20)
-                if not data:
-                    break
-                got += len(data)
-            self.rate = got * 8 / (time.perf_counter() - start) / 1e6
+            self._run(conn)
         self.sock.close()
 
+    def _run(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
-class Source:
-    """Serves ``size`` bytes as one HTTP response to one request; records the rate."""
 
-    def __init__(self, host: str, size: int) -> None:
-        self.size = size
-        self.sock = socket.create_server((host, 0))
-        self.port = self.sock.getsockname()[1]
-        self.rate = 0.0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+class Sink(OneConnection):
+    """Reads ``size`` bytes."""
 
-    def _run(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
-            start = time.perf_counter()
-            sent = 0
-            while sent < self.size:
-                conn.sendall(CHUNK)
-                sent += len(CHUNK)
-            conn.shutdown(socket.SHUT_WR)
-            conn.recv(1)  # the client has read it all
-            self.rate = sent * 8 / (time.perf_counter() - start) / 1e6
-        self.sock.close()
+    def _run(self, conn: socket.socket) -> None:
+        first = conn.recv(1 << 16)
+        start = time.perf_counter()
+        got = len(first)
+        while got < self.size:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            got += len(data)
+        self.rate = got * 8 / (time.perf_counter() - start) / 1e6
+
+
+class Source(OneConnection):
+    """Serves ``size`` bytes as one HTTP response to one request."""
+
+    def _run(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+        start = time.perf_counter()
+        sent = 0
+        while sent < self.size:
+            conn.sendall(CHUNK)
+            sent += len(CHUNK)
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1)  # the client has read it all
+        self.rate = sent * 8 / (time.perf_counter() - start) / 1e6
 
 
 def baseline(size: int) -> tuple[float, float]:

@@ -20,7 +20,13 @@ import socket
 import sys
 import time
 
-from colinux.console.terminal import DETACH_KEY, DETACH_KEY_NAME, raw_terminal, window_size
+from colinux.console.terminal import (
+    DETACH_KEY,
+    DETACH_KEY_NAME,
+    raw_terminal,
+    read_typed,
+    window_size,
+)
 from colinux.daemon import protocol
 from colinux.daemon.rundir import GuestDir, guest_dir, list_guests
 from colinux.errors import ColinuxError, UserError
@@ -151,10 +157,7 @@ async def _attach(
             writer.write(protocol.encode_json({"op": "resize", "rows": size[0], "cols": size[1]}))
 
     def typed() -> None:
-        try:
-            data = os.read(in_fd, 4096)
-        except OSError:
-            data = b""
+        data = read_typed(in_fd)
         if not data:
             loop.remove_reader(in_fd)
             if interactive:

@@ -40,3 +40,11 @@ def window_size(fd: int) -> tuple[int, int] | None:
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def read_typed(fd: int) -> bytes:
+    """What was typed on ``fd`` (ready to read); empty at end of input or on an error."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from colinux.config.model import Machine
-from colinux.console.terminal import raw_terminal, set_window_size, window_size
+from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.daemon import protocol
 from colinux.daemon.backends import backends_for
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
@@ -496,10 +496,7 @@ class Supervisor:
                 set_window_size(self.hub.fd, *size)
 
         def typed() -> None:
-            try:
-                data = os.read(in_fd, 4096)
-            except OSError:
-                data = b""
+            data = read_typed(in_fd)
             if not data:
                 loop.remove_reader(in_fd)
                 return
