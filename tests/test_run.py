@@ -35,10 +35,17 @@ def test_missing_command_is_127(colinux: Colinux) -> None:
 
 
 def test_memory_setting_reaches_the_guest(colinux: Colinux) -> None:
-    result = colinux.run("run", "mem=96", "--", "grep", "MemTotal", "/proc/meminfo")
-    assert result.returncode == 0, result.stderr
-    kb = int(re.search(rb"(\d+) kB", result.stdout).group(1))  # type: ignore[union-attr]
-    assert 70_000 < kb <= 96 * 1024
+    # The kernel keeps a varying share of small memories for itself, so compare
+    # two sizes: the difference the guest sees is the difference configured.
+    def mem_total(mb: int) -> int:
+        result = colinux.run("run", f"mem={mb}", "--", "grep", "MemTotal", "/proc/meminfo")
+        assert result.returncode == 0, result.stderr
+        kb = int(re.search(rb"(\d+) kB", result.stdout).group(1))  # type: ignore[union-attr]
+        assert kb <= mb * 1024
+        return kb
+
+    grown = mem_total(288) - mem_total(96)
+    assert 0.85 * 192 * 1024 < grown < 1.15 * 192 * 1024
 
 
 def test_guest_is_named_and_has_its_tools(colinux: Colinux) -> None:

@@ -55,6 +55,25 @@ FAST_BOOT_ARGS = ("pty.legacy_count=0", "lpj=10000000")
 DEFAULT_GUEST_ARGS = ("initcall_blacklist=raid6_select_algo",)
 
 
+HALT_FLUSH_TIMEOUT = 10.0
+_PSEUDO_FS = {"devtmpfs", "devpts"}
+
+
+def guest_is_flushed(meminfo: str, mounts: str) -> bool:
+    """Whether the guest's /proc/meminfo and /proc/mounts show nothing left to write."""
+    pending = 0
+    for line in meminfo.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Dirty", "Writeback"):
+            pending += int(value.split()[0])
+    for line in mounts.splitlines():
+        fields = line.split()
+        block = len(fields) >= 4 and fields[0].startswith("/dev/") and fields[2] not in _PSEUDO_FS
+        if block and "rw" in fields[3].split(","):
+            return False
+    return pending == 0
+
+
 @dataclass(frozen=True)
 class DiskSlot:
     device: BlockDevice
@@ -367,9 +386,19 @@ class UmlEngine(Engine):
     async def halt(self) -> None:
         # Flush and remount read-only first (sysrq s, u), so that a guest that
         # does not cooperate still loses no data written before the halt.
+        # Both sysrq actions only queue work in the guest, so wait until its
+        # page cache is clean and its block mounts read-only before halting.
         with contextlib.suppress(MconsoleError):
             await self._mconsole("sysrq s")
             await self._mconsole("sysrq u")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + HALT_FLUSH_TIMEOUT
+            while loop.time() < deadline:
+                meminfo = await asyncio.to_thread(self.mconsole.command, "proc meminfo")
+                mounts = await asyncio.to_thread(self.mconsole.command, "proc mounts")
+                if guest_is_flushed(meminfo, mounts):
+                    break
+                await asyncio.sleep(0.05)
         with contextlib.suppress(MconsoleError):
             await self._mconsole("halt")
 
