@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# A run started in the background of a non-interactive shell has SIGINT ignored,
+# and the clients the tests end with Ctrl-C would inherit that.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 BIN = Path(sys.executable).parent
 
