@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -45,6 +46,76 @@ def netns() -> Iterator[Namespaces]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+# An HTTP server for one namespace: GET sends SIZE random bytes, POST answers
+# the md5 of the body. It prints the md5 of what it sends, then serves.
+SERVER = """
+import hashlib, http.server, os, sys
+blob = os.urandom(int(sys.argv[3]))
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(blob)))
+        self.end_headers()
+        self.wfile.write(blob)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(hashlib.md5(body).hexdigest().encode())
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Handler)
+print(hashlib.md5(blob).hexdigest(), flush=True)
+server.serve_forever()
+"""
+BULK = 8 << 20
+
+
+class BulkServer:
+    """SERVER running in a namespace, stopped by the test's fixture."""
+
+    def __init__(self, namespace: str, address: str) -> None:
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", SERVER, address, "8000",
+             str(BULK)],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self.md5 = self.process.stdout.readline().decode().strip()
+        self.url = f"http://{address}:8000/"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[BulkServer]]:
+    started: list[BulkServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def bulk_script(address: str, server: BulkServer) -> str:
+    """Guest commands that set ``address``, then move BULK bytes each way and
+    print both md5s as the guest sees them, then the server's md5 of the upload."""
+    return (
+        f"ip addr add {address} dev eth0 && "
+        f"wget -q -O /tmp/down {server.url} && md5sum /tmp/down | cut -c1-32 && "
+        # base64: busybox wget posts the file as a C string, so no NUL bytes
+        f"head -c {BULK} /dev/urandom | base64 > /tmp/up && md5sum /tmp/up | cut -c1-32 && "
+        f"wget -q -O - --post-file=/tmp/up {server.url}"
+    )
+
+
+def check_bulk(result: subprocess.CompletedProcess[bytes], server: BulkServer) -> None:
+    assert result.returncode == 0, result.stderr
+    down, up, up_at_server = result.stdout.decode().split()
+    assert down == server.md5  # host -> guest, 64 KB segments from the host's TSO/GRO
+    assert up == up_at_server  # guest -> host
+
+
 def colinux_in(colinux: Colinux, namespace: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         ["ip", "netns", "exec", namespace, str(BIN / "colinux"), *args],
@@ -75,6 +146,33 @@ def test_tuntap_device_is_made_and_removed(colinux: Colinux, netns: Namespaces) 
     gone = subprocess.run(["ip", "netns", "exec", host, "ip", "link", "show", "cotmp7"],
                           capture_output=True)  # fmt: skip
     assert gone.returncode != 0
+
+
+def test_tuntap_bulk_tcp_both_ways(
+    colinux: Colinux, netns: Namespaces, servers: list[BulkServer]
+) -> None:
+    host = netns.make()
+    ip("tuntap", "add", "dev", "cotest2", "mode", "tap", netns=host)
+    ip("addr", "add", "10.77.1.1/24", "dev", "cotest2", netns=host)
+    ip("link", "set", "cotest2", "up", netns=host)
+    servers.append(server := BulkServer(host, "10.77.1.1"))
+    result = colinux_in(colinux, host, "run", "--no-share", 'eth0=tuntap,"cotest2"', "--",
+                        "sh", "-c", bulk_script("10.77.1.2/24", server))  # fmt: skip
+    check_bulk(result, server)
+
+
+def test_pcap_bridge_bulk_tcp_both_ways(
+    colinux: Colinux, netns: Namespaces, servers: list[BulkServer]
+) -> None:
+    host, peer = netns.make(), netns.make()
+    ip("link", "add", "vhost1", "type", "veth", "peer", "name", "vpeer1", netns=host)
+    ip("link", "set", "vpeer1", "netns", peer, netns=host)
+    ip("addr", "add", "10.78.1.1/24", "dev", "vpeer1", netns=peer)
+    ip("link", "set", "vpeer1", "up", netns=peer)
+    servers.append(server := BulkServer(peer, "10.78.1.1"))
+    result = colinux_in(colinux, host, "run", "--no-share", 'eth0=pcap-bridge,"vhost1"', "--",
+                        "sh", "-c", bulk_script("10.78.1.2/24", server))  # fmt: skip
+    check_bulk(result, server)
 
 
 def test_pcap_bridge_puts_the_guest_on_the_segment(colinux: Colinux, netns: Namespaces) -> None:

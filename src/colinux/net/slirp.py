@@ -31,14 +31,19 @@ from colinux.net.mac import card_mac
 
 GUEST_ADDRESS = "10.0.2.15"
 REDIRECT_BIND = "127.0.0.1"
-MTU = 1500
+# A large MTU is the usual slirp speed-up: one frame per 32 KB rather than per
+# 1.5 KB, and each frame costs a trip through the engine and libslirp. Over
+# about 50000 bytes host->guest TCP stalls (frames dropped on the way into the
+# engine), so 32000, with a margin.
+MTU = 32000
 
 # Runs as root of the new namespaces: wait for the TAP devices, bring them
-# up (no addresses: they belong to the guest), then run the sandbox ("$@").
+# up with the large MTU (no addresses: they belong to the guest), then run
+# the sandbox ("$@").
 # The pipe is opened by path: sh redirects only descriptors 0-9.
 _WRAPPER_SCRIPT = """
 read -r go </proc/self/fd/{fd} || exit 1
-for tap in {taps}; do ip link set "$tap" up || exit 1; done
+for tap in {taps}; do ip link set "$tap" mtu {mtu} up || exit 1; done
 exec "$@"
 """
 
@@ -84,9 +89,10 @@ class SlirpNetwork(Backend):
         read_end, self._go = os.pipe()
         os.set_inheritable(read_end, True)
         self._wait_fd = read_end
-        script = _WRAPPER_SCRIPT.format(fd=read_end, taps=" ".join(_tap(c) for c in self.cards))
+        taps = " ".join(_tap(c) for c in self.cards)
+        script = _WRAPPER_SCRIPT.format(fd=read_end, mtu=MTU, taps=taps)
         args = tuple(
-            f"vec{c.index}:transport=raw,ifname={_tap(c)},mac={card_mac(c, self.guest)}"
+            f"vec{c.index}:transport=raw,ifname={_tap(c)},mac={card_mac(c, self.guest)},mtu={MTU}"
             for c in self.cards
         )
         cards = ",".join(f"{c.index}:slirp" for c in self.cards)

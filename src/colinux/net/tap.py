@@ -22,6 +22,11 @@ from colinux.net.mac import card_mac
 
 IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 TUN = "/dev/net/tun"
+# UML turns on TSO/GSO with vnet headers on both transports, so the host hands
+# it TCP segments of up to 64 KB (a TAP device's TSO, a veth's GRO). Its receive
+# buffers are MTU-sized unless gro=1, and a 64 KB segment cut to 1.5 KB stalled
+# every bulk host->guest transfer. gro=1 makes them 64 KB.
+RX_64K = "gro=1"
 
 
 def _name(card: NetworkCard) -> str:
@@ -79,7 +84,7 @@ class HostNetwork(Backend):
                 raise ColinuxError(f"eth{card.index}: cannot bring {name} up: {err}")
             args.append(
                 f"vec{card.index}:transport={transport},ifname={name},"
-                f"mac={card_mac(card, self.guest)}"
+                f"mac={card_mac(card, self.guest)},{RX_64K}"
             )
         kinds = ",".join(f"{c.index}:{c.type.value}" for c in self.cards)
         return Wiring(
