@@ -209,7 +209,7 @@ def test_alias_with_path_does_not_depend_on_word_order() -> None:
         ),
         (
             ['cobd0="a",b'],
-            'command line: cobd0="a",b: expected one quoted path; text follows the closing quote',
+            "command line: cobd0=\"a\",b: unknown option 'b': expected ro or cow=FILE",
         ),
         (["eth0=wifi"], "command line: eth0=wifi: expected tuntap, pcap-bridge or slirp"),
         (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,8 +119,18 @@ def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
         )
     )
     block_devices = tuple(
-        BlockDevice(i, draw(raw_paths), alias if draw(st.booleans()) else None, draw(enabled))
+        BlockDevice(
+            i,
+            draw(raw_paths),
+            alias if draw(st.booleans()) else None,
+            draw(enabled),
+            # ro and cow= do not go together
+            *draw(st.sampled_from([(False, None), (True, None), (False, "cow")])),
+        )
         for i, alias in zip(block_indexes, aliases, strict=True)
+    )
+    block_devices = tuple(
+        replace(d, cow=draw(raw_paths)) if d.cow is not None else d for d in block_devices
     )
     cofs = tuple(
         CofsShare(

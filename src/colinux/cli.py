@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = config_sub.add_parser("convert", help="print a configuration in the other form")
     conv.add_argument("file")
     conv.add_argument("--to", choices=("cmdline", "xml"), required=True)
+    from colinux.image.commands import add_image_parser
+
+    add_image_parser(sub, _Parser)
     return parser
 
 
@@ -712,6 +715,10 @@ def colinux_command(argv: Sequence[str]) -> int:
         return cmd_stop(ns)
     if ns.command == "config":
         return cmd_config(ns)
+    if ns.command == "image":
+        from colinux.image.commands import image_command
+
+        return image_command(ns)
     build_parser().print_help()
     return 2
 

@@ -19,7 +19,8 @@ original did with keys it did not know):
 ==============================================  =========================================
 ``kernel=PATH``, ``initrd=PATH``                 the UML kernel; an initial ramdisk
 ``mem=N``                                        megabytes; ``128``, ``128M`` or ``2G``
-``cobdN=PATH``                                   block device N (0..31) backed by PATH
+``cobdN=PATH[,ro][,cow=FILE]``                  block device N (0..31) backed by PATH;
+                                                 ro: read-only; cow: writes go to FILE
 ``hdaN=PATH``, ``sdbN=PATH``...                  the first free cobd, with that guest name
 ``hda1=:cobd0``                                  a guest name for cobd0 (in any word order)
 ``cofsN=PATH[,flat|meta][,ro]``                  host directory PATH shared as cofsN
@@ -57,6 +58,7 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from colinux.config import values
@@ -191,7 +193,7 @@ class _Builder:
         # name -> the word that gave it: "cobd0", "hda1", "cofs0", "eth0", and
         # "=cobd0" for the word that named cobd0 with an alias.
         self.claims: dict[str, Word] = {}
-        self.alias_paths: list[tuple[str, HostPath, Word]] = []
+        self.alias_paths: list[tuple[str, BlockDevice, Word]] = []
         self.alias_references: list[tuple[str, int, Word]] = []
 
     def where(self, word: Word) -> str:
@@ -236,7 +238,7 @@ class _Builder:
             index = values.parse_index(digits, _INDEX_LIMITS.get(kind, MAX_INDEX))
             self.claim(f"{kind}{index}", word)
             if kind == "cobd":
-                self.block[index] = BlockDevice(index, self.path(word, value))
+                self.block[index] = self.block_device(index, word, value)
             elif kind == "cofs":
                 self.cofs[index] = self.cofs_share(index, value)
             elif kind == "ttys":
@@ -252,7 +254,34 @@ class _Builder:
                 index = values.parse_index(match.group(1))
                 self.alias_references.append((key, index, word))
             else:
-                self.alias_paths.append((key, self.path(word, value), word))
+                self.alias_paths.append((key, self.block_device(0, word, value), word))
+
+    def block_device(self, index: int, word: Word, value: str) -> BlockDevice:
+        """``PATH[,ro][,cow=FILE]``. An unquoted path may hold commas as before,
+        unless what follows its last commas reads as options."""
+        fields = split_fields(value) if value.startswith('"') else value.split(",")
+        options = fields[1:]
+        if not value.startswith('"') and not all(_is_disk_option(o) for o in options):
+            return BlockDevice(index, self.path(word, value))
+        readonly, cow = False, None
+        for option in options:
+            lowered = option.lower()
+            if lowered in ("ro", "rw"):
+                readonly = lowered == "ro"
+            elif lowered.startswith("cow="):
+                cow = option[4:]
+                if cow == "":
+                    raise values.BadValue("cow= needs a file (the COW file for this disk)")
+            elif option != "":
+                raise values.BadValue(f"unknown option {option!r}: expected ro or cow=FILE")
+        if readonly and cow is not None:
+            raise values.BadValue("ro and cow= do not go together: the COW file takes the writes")
+        path = fields[0]
+        if path == "":
+            raise values.BadValue("expected a path")
+        return BlockDevice(
+            index, HostPath(path), readonly=readonly, cow=HostPath(cow) if cow else None
+        )
 
     def cofs_share(self, index: int, value: str) -> CofsShare:
         path, *options = split_fields(value)
@@ -327,7 +356,7 @@ class _Builder:
     def resolve_aliases(self) -> None:
         # Aliases with a path take the first free index once every cobdN= word
         # is known, so the result does not depend on the order of the words.
-        for alias, path, word in self.alias_paths:
+        for alias, disk, word in self.alias_paths:
             index = next(
                 (
                     d.index
@@ -342,7 +371,7 @@ class _Builder:
                 raise self.fail(word, f"no free cobd index for {alias} (all {MAX_INDEX + 1} used)")
             self.claims[f"cobd{index}"] = word
             self.claims[f"=cobd{index}"] = word
-            self.block[index] = BlockDevice(index, path, alias=alias)
+            self.block[index] = replace(disk, index=index, alias=alias)
         for alias, index, word in self.alias_references:
             if index not in self.block:
                 raise self.fail(word, f"cobd{index} is not defined")
@@ -350,11 +379,8 @@ class _Builder:
             # The words win over the base: the alias leaves whichever device had it.
             for other in list(self.block.values()):
                 if other.alias == alias:
-                    self.block[other.index] = BlockDevice(
-                        other.index, other.path, None, other.enabled
-                    )
-            device = self.block[index]
-            self.block[index] = BlockDevice(index, device.path, alias, device.enabled)
+                    self.block[other.index] = replace(other, alias=None)
+            self.block[index] = replace(self.block[index], alias=alias)
 
     def machine(self) -> Machine:
         self.resolve_aliases()
@@ -518,7 +544,7 @@ def write_cmdline(machine: Machine) -> list[str]:
         words.append(f"kernel={_single_quote(machine.kernel.raw)}")
     words.append(f"mem={machine.memory_mb}")
     for device in machine.enabled_block_devices():
-        words.append(f"cobd{device.index}={_single_quote(device.path.raw)}")
+        words.append(f"cobd{device.index}={_disk_value(device)}")
         if device.alias is not None:
             words.append(f"{device.alias}=:cobd{device.index}")
     for share in sorted(machine.cofs, key=lambda s: s.index):
@@ -551,6 +577,25 @@ def write_cmdline(machine: Machine) -> list[str]:
             value += f",{quote_field(line.mode, always=True)}"  # MODE quoted, as the original
         words.append(f"ttys{line.index}={value}")
     return words
+
+
+def _is_disk_option(option: str) -> bool:
+    return option.lower() in ("ro", "rw") or option.lower().startswith("cow=")
+
+
+def _disk_value(device: BlockDevice) -> str:
+    raw = device.path.raw
+    if not device.readonly and device.cow is None:
+        # Quoted only when needed to read back as one path.
+        parts = raw.split(",")
+        plain = len(parts) == 1 or not all(_is_disk_option(p) for p in parts[1:])
+        return _single_quote(raw) if plain else quote_field(raw, always=True)
+    value = quote_field(raw)
+    if device.readonly:
+        value += ",ro"
+    if device.cow is not None:
+        value += "," + quote_field("cow=" + device.cow.raw)
+    return value
 
 
 def _network_value(card: NetworkCard) -> str:

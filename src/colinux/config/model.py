@@ -54,12 +54,19 @@ class HostPath:
 
 @dataclass(frozen=True)
 class BlockDevice:
-    """``cobdN=PATH`` / ``<block_device index=N path=... alias=... enabled=...>``."""
+    """``cobdN=PATH[,ro][,cow=FILE]`` / ``<block_device index=N path=... alias=...
+    enabled=... readonly=... cow=...>``.
+
+    With ``cow``, ``path`` is a base image the guest only reads, and its writes
+    go to the COW file (UML's ``ubdN=COW,BASE``), so many guests share a base.
+    """
 
     index: int
     path: HostPath
     alias: str | None = None  # e.g. "hda1", "sdb2": a second guest name for the same disk
     enabled: bool = True
+    readonly: bool = False
+    cow: HostPath | None = None
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,11 @@ def resolve_machine(machine: Machine, *, drives: DriveMap, base_dir: str) -> Mac
         kernel=resolve(machine.kernel, "kernel") if machine.kernel is not None else None,
         initrd=resolve(machine.initrd, "initrd") if machine.initrd is not None else None,
         block_devices=tuple(
-            replace(d, path=resolve(d.path, f"cobd{d.index}", d.enabled))
+            replace(
+                d,
+                path=resolve(d.path, f"cobd{d.index}", d.enabled),
+                cow=resolve(d.cow, f"cobd{d.index}", d.enabled) if d.cow is not None else None,
+            )
             for d in machine.block_devices
         ),
         cofs=tuple(
@@ -212,6 +216,25 @@ def _check_file(path: HostPath, label: str, noun: str, *, block_ok: bool = False
         raise UserError(f"{label}: {noun} '{host}' is not readable")
 
 
+def _check_cow(cow: HostPath, base: HostPath, label: str) -> None:
+    """A COW file that exists must belong to the base as it is now; a new one
+    must be creatable (the daemon makes it before boot)."""
+    from colinux.image.cow import check_cow
+
+    host = str(cow)
+    if os.path.exists(host):
+        _check_file(cow, label, "COW file")
+        if not os.access(host, os.W_OK):
+            raise UserError(f"{label}: COW file '{host}' is not writable")
+        check_cow(host, str(base), label=label)
+        return
+    parent = os.path.dirname(host) or "."
+    if not os.path.isdir(parent):
+        raise UserError(f"{label}: COW file '{host}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{label}: COW file '{host}': directory '{parent}' is not writable")
+
+
 def check_machine(machine: Machine) -> None:
     """Check a resolved machine against the host; the first problem is a UserError.
 
@@ -237,6 +260,12 @@ def check_machine(machine: Machine) -> None:
                 )
             owners[device.alias] = device.index
         _check_file(device.path, label, "image", block_ok=True)
+        if device.cow is not None:
+            _check_cow(device.cow, device.path, label)
+        elif not device.readonly and not os.access(str(device.path), os.W_OK):
+            raise UserError(
+                f"{label}: image '{device.path}' is not writable (add ,ro to open it read-only)"
+            )
     for share in machine.cofs:
         if not share.enabled:
             continue

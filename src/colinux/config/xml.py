@@ -74,7 +74,7 @@ ROOT = "colinux"
 # element -> (required attributes, optional attributes). The one place the
 # XML vocabulary is declared; the reader checks against it, the writer follows it.
 ELEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "block_device": (("index", "path"), ("enabled", "alias")),
+    "block_device": (("index", "path"), ("enabled", "alias", "readonly", "cow")),
     "cofs_device": (("index", "path"), ("type", "enabled", "readonly")),
     "bootparams": ((), ()),
     "initrd": (("path",), ()),
@@ -279,7 +279,11 @@ class _Reader:
             path=self.path(node),
             alias=alias,
             enabled=self.optional(node, "enabled", values.parse_bool, True),
+            readonly=self.optional(node, "readonly", values.parse_bool, False),
+            cow=self.path(node, "cow") if "cow" in node.attrs else None,
         )
+        if device.readonly and device.cow is not None:
+            raise self.error(node, 'readonly="true" and cow= do not go together')
         self.block_devices[index] = (device, node.line)
 
     def on_cofs_device(self, node: _Node) -> None:
@@ -416,6 +420,10 @@ def write_xml(machine: Machine) -> str:
         ]
         if device.alias is not None:
             attrs.append(("alias", device.alias))
+        if device.readonly:
+            attrs.append(("readonly", values.format_bool(device.readonly)))
+        if device.cow is not None:
+            attrs.append(("cow", device.cow.raw))
         lines.append(_element("block_device", attrs))
     for share in sorted(machine.cofs, key=lambda s: s.index):
         attrs = [

@@ -39,8 +39,10 @@ class Backend(abc.ABC):
 def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backend]:
     """The backends the machine's devices need, in start order."""
     from colinux.cofs.backend import CofsBackend  # imports this module: import late
+    from colinux.image.locks import DiskLocks
 
-    backends: list[Backend] = []
+    # Disks first: a locked image stops the boot before anything else starts.
+    backends: list[Backend] = [DiskLocks(machine)] if machine.enabled_block_devices() else []
     backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
     from colinux.config.model import NetworkType
     from colinux.net.slirp import SlirpNetwork

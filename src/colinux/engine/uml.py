@@ -87,6 +87,21 @@ class DiskSlot:
     def sandbox_path(self) -> str:
         return f"{SANDBOX_DISKS}/cobd{self.device.index}"
 
+    @property
+    def base_path(self) -> str:
+        """Where a COW disk's base appears in the sandbox: the path its header names."""
+        from colinux.image.cow import read_header
+
+        assert self.device.cow is not None and self.device.cow.host is not None
+        return read_header(self.device.cow.host, label=f"cobd{self.device.index}").backing_file
+
+    @property
+    def ubd_arg(self) -> str:
+        """``ubdN=FILE``, ``ubdNr=FILE`` (read-only) or ``ubdN=COW,BASE``."""
+        if self.device.cow is not None:
+            return f"ubd{self.slot}={self.sandbox_path},{self.base_path}"
+        return f"ubd{self.slot}{'r' if self.device.readonly else ''}={self.sandbox_path}"
+
 
 def disk_slots(machine: Machine) -> list[DiskSlot]:
     """Enabled cobd devices, by index, in UML's ubd slots 0..15."""
@@ -228,7 +243,15 @@ def sandbox_argv(spec: BootSpec, kernel: str) -> list[str]:
         args += ["--ro-bind", spec.initrd, SANDBOX_INITRD]
     for s in disk_slots(spec.machine):
         assert s.device.path.host is not None
-        args += ["--bind", s.device.path.host, s.sandbox_path]
+        if s.device.cow is not None:
+            # The COW file is the disk; its base is read-only, at the host path
+            # the COW header names, so UML finds it there and never rewrites it.
+            assert s.device.cow.host is not None
+            args += ["--bind", s.device.cow.host, s.sandbox_path]
+            args += ["--ro-bind", s.device.path.host, s.base_path]
+        else:
+            bind = "--ro-bind" if s.device.readonly else "--bind"
+            args += [bind, s.device.path.host, s.sandbox_path]
     return [*args, "--", kernel]
 
 
@@ -257,7 +280,7 @@ def kernel_argv(
     ]
     serial_fds = serial_fds or {}
     args += [f"ssl{index}=fd:{fd},fd:{fd}" for index, fd in sorted(serial_fds.items())]
-    args += [f"ubd{s.slot}={s.sandbox_path}" for s in slots]
+    args += [s.ubd_arg for s in slots]
     if spec.initrd:
         args.append(f"initrd={SANDBOX_INITRD}")
     args += FAST_BOOT_ARGS

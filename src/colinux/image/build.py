@@ -1,0 +1,352 @@
+"""Root and swap images: ``colinux image root`` and ``colinux image swap``.
+
+A root image is Debian, installed by ``mmdebstrap`` from Debian's mirror into
+a temporary tree, then written into an ext4 file with ``mke2fs -d``: no loop
+mounts. As root, mmdebstrap runs in ``--mode=root``; as an ordinary user in
+``--mode=unshare`` (a user namespace, which needs subordinate ids in
+/etc/subuid and /etc/subgid, and the ``uidmap`` package). mke2fs runs in
+mmdebstrap's last hook, where the files still belong to root.
+
+What the image holds besides Debian: the default UML kernel's modules, our
+guest tools (``mount.cofs``, the udev helper that names ``/dev/cobdN``), an
+fstab with ``/dev/cobd0`` as root and ``/dev/cobd1`` as swap, a getty on the
+console, systemd-networkd with DHCP on ``eth*`` (slirp answers), a hostname,
+and root's password or SSH key::
+
+    build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), progress=print)
+    make_swap_image(Path("swap.img"), 256 << 20)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from colinux.errors import ColinuxError, UserError
+
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Debian's suites by codename and by role; mmdebstrap only learns of a typo
+# after minutes of work, so the name is checked first.
+SUITES = (
+    "buster", "bullseye", "bookworm", "trixie", "forky", "sid",
+    "oldoldstable", "oldstable", "stable", "testing", "unstable",
+)  # fmt: skip
+# minbase + systemd + kernel modules take about 360 MB; a little room on top.
+MIN_ROOT_SIZE = 512 << 20
+MIN_SWAP_SIZE = 64 << 10  # mkswap's own minimum is ten pages
+BASE_PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "iproute2", "procps")
+UML_MODULES_DIR = Path("/usr/lib/uml/modules")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+
+FSTAB = """\
+# colinux: cobd0 is the root, cobd1 the swap (udev names them, see /usr/lib/colinux/cobd-names)
+/dev/cobd0  /     ext4  defaults,errors=remount-ro  0  1
+/dev/cobd1  none  swap  sw,nofail  0  0
+"""
+
+Progress = Callable[[str], None]
+
+
+def parse_size(text: str, option: str = "--size") -> int:
+    """``2G``, ``256M``, ``512K`` or a number of bytes (binary units)."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise UserError(f"{option} {text}: expected a size such as 2G, 256M or 512K")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match.group(2).upper()]
+    return int(match.group(1)) << shift
+
+
+def format_size(size: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)
+
+
+def default_kernel_release() -> str:
+    from colinux.engine.uml import DEFAULT_KERNEL, kernel_release
+
+    return kernel_release(DEFAULT_KERNEL)
+
+
+@dataclass(frozen=True)
+class RootImageSpec:
+    path: Path
+    size: int
+    suite: str = DEFAULT_SUITE
+    packages: tuple[str, ...] = ()
+    hostname: str = "colinux"
+    root_password: str | None = None
+    ssh_key: str | None = None  # the public key's text
+    mirror: str = DEFAULT_MIRROR
+    kernel_release: str = field(default_factory=default_kernel_release)
+
+    def check(self) -> None:
+        """Every mistake in the request, before anything is downloaded or written."""
+        if self.suite not in SUITES:
+            raise UserError(
+                f"--suite {self.suite}: not a Debian suite (expected one of {', '.join(SUITES)})"
+            )
+        if self.size < MIN_ROOT_SIZE:
+            raise UserError(
+                f"--size {format_size(self.size)}: too small for a Debian root image "
+                f"(at least {format_size(MIN_ROOT_SIZE)})"
+            )
+        for package in self.packages:
+            if not _PACKAGE.fullmatch(package):
+                raise UserError(f"--packages: {package!r} is not a Debian package name")
+        if not _HOSTNAME.fullmatch(self.hostname):
+            raise UserError(f"--hostname {self.hostname}: expected letters, digits and -")
+        if self.root_password is not None and "\n" in self.root_password:
+            raise UserError("--root-password: must be one line")
+        _check_target(self.path)
+        modules = UML_MODULES_DIR / self.kernel_release
+        if not modules.is_dir():
+            raise ColinuxError(
+                f"no modules for the UML kernel {self.kernel_release} in {UML_MODULES_DIR}",
+                hint="reinstall the Debian package user-mode-linux",
+            )
+
+    def cache_key(self) -> str:
+        """A hash of everything the image is made from (for caches of built images)."""
+        h = hashlib.sha256()
+        for part in (
+            self.suite,
+            ",".join(self.packages),
+            self.hostname,
+            self.root_password or "",
+            self.ssh_key or "",
+            self.mirror,
+            self.kernel_release,
+            str(self.size),
+        ):
+            h.update(part.encode() + b"\0")
+        for name in _GUEST_TOOLS:
+            h.update(_guest_file(name[1]))
+        h.update(Path(__file__).read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _check_target(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path}: already exists (colinux does not overwrite images)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: directory {parent} is not writable")
+
+
+# --- what colinux adds to Debian -----------------------------------------------------
+
+# (path in the image, file in guest/files, mode)
+_GUEST_TOOLS = (
+    ("usr/sbin/mount.cofs", "mount.cofs", 0o755),  # `mount -t cofs` runs mount.cofs
+    ("usr/lib/colinux/cobd-names", "cobd-names", 0o755),
+    ("etc/udev/rules.d/60-colinux.rules", "debian-udev.rules", 0o644),
+    ("etc/systemd/network/20-colinux-eth.network", "debian-eth.network", 0o644),
+)
+
+
+def _guest_file(name: str) -> bytes:
+    return resources.files("colinux.guest").joinpath("files", name).read_bytes()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(time.time())
+    tar.addfile(info)
+
+
+def write_overlay(spec: RootImageSpec, out: Path) -> None:
+    """The files colinux puts over Debian, as a tar owned by root (mmdebstrap's tar-in).
+
+    Paths go through /usr (merged /usr): a ``lib`` directory entry would
+    replace Debian's ``/lib`` symlink.
+    """
+
+    def root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(out, "w") as tar:
+        tar.add(
+            UML_MODULES_DIR / spec.kernel_release,
+            arcname=f"usr/lib/modules/{spec.kernel_release}",
+            filter=root_owned,
+        )
+        _add_dir(tar, "usr/lib/colinux")
+        for path, source, mode in _GUEST_TOOLS:
+            _add(tar, path, _guest_file(source), mode)
+        _add(tar, "etc/fstab", FSTAB.encode())
+        _add(tar, "etc/hostname", f"{spec.hostname}\n".encode())
+        hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n::1\tlocalhost\n"
+        _add(tar, "etc/hosts", hosts.encode())
+        _add(tar, "etc/resolv.conf", b"nameserver 10.0.2.3\n")  # slirp's DNS
+        _add(tar, "etc/machine-id", b"")  # each guest makes its own at first boot
+        # UML's other consoles are null lines: no gettys on them, only on con0.
+        for unit in ("getty@tty1.service", "getty-static.service"):
+            info = tarfile.TarInfo(f"etc/systemd/system/{unit}")
+            info.type, info.linkname = tarfile.SYMTYPE, "/dev/null"
+            tar.addfile(info)
+        if spec.ssh_key is not None:
+            _add_dir(tar, "root/.ssh", 0o700)
+            _add(tar, "root/.ssh/authorized_keys", spec.ssh_key.strip().encode() + b"\n", 0o600)
+        if spec.root_password is not None:
+            line = f"root:{spec.root_password}\n".encode()
+            _add(tar, "root/.colinux-password", line, 0o600)
+
+
+def _customize_script(spec: RootImageSpec, image: str) -> str:
+    """The last hook, run with the tree as $1 (as root, or as root of the user namespace)."""
+    if spec.root_password is not None:
+        password = 'chroot "$1" chpasswd <"$1/root/.colinux-password"; '
+        password += 'rm -f "$1/root/.colinux-password"'
+    elif spec.ssh_key is not None:
+        password = 'chroot "$1" passwd -l root >/dev/null'  # key only
+    else:
+        password = 'chroot "$1" passwd -d root >/dev/null'  # as the default guest: no password
+    return "\n".join(
+        [
+            "set -e",
+            password,
+            'chroot "$1" systemctl enable -q console-getty.service systemd-networkd.service',
+            'chroot "$1" systemctl mask -q systemd-networkd-wait-online.service',
+            # What mmdebstrap's own clean-up would remove, before the image is made.
+            'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
+            'rm -f "$1"/var/cache/apt/archives/*.deb',
+            'mkdir -p "$1/var/lib/apt/lists/partial"',
+            # /proc, /sys and /dev are mounted on the tree now: mke2fs reads a
+            # plain bind of it instead, in a mount namespace of its own.
+            "tree=$(mktemp -d)",
+            'unshare --mount --propagation private sh -c \'mount --bind "$1" "$2" && '
+            f'mke2fs -q -F -t ext4 -L colinux-root -d "$2" "$3" {spec.size // 1024}k\' '
+            f'- "$1" "$tree" {shlex.quote(image)}',
+            'rmdir "$tree"',
+            f"chmod 0666 {shlex.quote(image)}",
+        ]
+    )
+
+
+_STAGES = (
+    ("I: automatically chosen mode", "choosing how to install"),
+    ("I: downloading packages", "downloading Debian packages"),
+    ("I: extracting archives", "extracting"),
+    ("I: installing essential", "installing the essential packages"),
+    ("I: installing remaining", "installing the other packages"),
+    ("I: running --customize-hook", "adding colinux's files, making the ext4 image"),
+)
+
+
+def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
+    """Build the image at ``spec.path``; the seconds it took."""
+    spec.check()
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise ColinuxError(
+            "mmdebstrap not found: root images are built with it",
+            hint="install the Debian package mmdebstrap",
+        )
+    start = time.monotonic()
+    mode = "root" if os.getuid() == 0 else "unshare"
+    target = spec.path.resolve()
+    # The hook writes the image as root (or the namespace's root): into a
+    # directory anyone may write, beside the target (same file system).
+    work = Path(tempfile.mkdtemp(prefix=".colinux-image-", dir=target.parent))
+    try:
+        work.chmod(0o777)
+        overlay = work / "overlay.tar"
+        write_overlay(spec, overlay)
+        overlay.chmod(0o644)
+        built = work / "root.img"
+        packages = ",".join((*BASE_PACKAGES, *spec.packages))
+        argv = [
+            mmdebstrap, f"--mode={mode}", "--variant=minbase", f"--include={packages}",
+            "--format=null", f"--customize-hook=tar-in {overlay} /",
+            "--customize-hook=" + _customize_script(spec, str(built)),
+            spec.suite, "/dev/null", spec.mirror,
+        ]  # fmt: skip
+        progress(f"building {spec.path} ({format_size(spec.size)}, Debian {spec.suite}, {mode})")
+        _run_with_progress(argv, progress, start)
+        if not built.exists():
+            raise ColinuxError("mmdebstrap ended without making the image")
+        if mode == "root":
+            os.rename(built, target)
+            target.chmod(0o644)
+        else:  # the namespace's root owns it: a sparse copy makes it ours
+            subprocess.run(["cp", "--sparse=always", str(built), str(target)], check=True)
+    except BaseException:
+        if target.exists() and not spec.path.is_symlink():
+            target.unlink()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.monotonic() - start
+    progress(f"done in {seconds:.0f} s: {spec.path}")
+    return seconds
+
+
+def _run_with_progress(argv: list[str], progress: Progress, start: float) -> None:
+    tail: list[str] = []
+    shown: set[str] = set()
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            tail = [*tail[-59:], line]
+            for prefix, stage in _STAGES:
+                if line.startswith(prefix) and stage not in shown:
+                    shown.add(stage)
+                    progress(f"  [{time.monotonic() - start:5.0f} s] {stage}")
+        status = process.wait()
+    if status != 0:
+        # The line before mmdebstrap's first "E:" is the failing tool's own message.
+        first = next((i for i, t in enumerate(tail) if t.startswith("E:")), len(tail) - 1)
+        said = " / ".join(t for t in tail[max(0, first - 1) : first + 1] if t)
+        if "mke2fs" in "\n".join(tail) and "Could not allocate" in "\n".join(tail):
+            raise UserError("--size: the Debian tree does not fit; give a larger size")
+        raise ColinuxError(f"mmdebstrap failed (status {status}): {said}")
+
+
+def make_swap_image(path: Path, size: int) -> None:
+    """A swap image of ``size`` bytes (sparse), made by mkswap."""
+    if size < MIN_SWAP_SIZE:
+        raise UserError(f"--size {format_size(size)}: too small for swap (at least 64K)")
+    _check_target(path)
+    if shutil.which("mkswap") is None:
+        raise ColinuxError("mkswap not found", hint="install the Debian package util-linux")
+    try:
+        with open(path, "xb") as f:
+            f.truncate(size)
+        subprocess.run(["mkswap", "-q", str(path)], check=True, capture_output=True)
+    except subprocess.CalledProcessError as error:
+        path.unlink()
+        said = error.stderr.decode(errors="replace").strip()
+        raise ColinuxError(f"mkswap {path}: {said}") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
