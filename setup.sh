@@ -10,10 +10,11 @@ cd "$(dirname "$0")"
 # bubblewrap: the engine's sandbox; e2fsprogs: disk images for tests;
 # python3-venv: the virtualenv; cpio/util-linux: tools the tests use;
 # systemd: systemd-analyze, which checks the service units colinux writes;
-# slirp4netns, iproute2: unprivileged slirp networking for guests;
+# slirp4netns, passt, iproute2: unprivileged slirp networking for guests
+# (passt where /dev/net/tun is closed to the user);
 # mmdebstrap, uidmap: Debian root images (colinux image root; uidmap for
 # non-root builds); openssh-client: the tests log in to a Debian guest.
-packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns iproute2 mmdebstrap uidmap openssh-client"
+packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns passt iproute2 mmdebstrap uidmap openssh-client"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

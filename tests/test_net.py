@@ -9,12 +9,16 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import pwd
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -54,13 +58,24 @@ def host_server() -> Iterator[int]:
     server.server_close()
 
 
+@pytest.fixture(params=["slirp4netns", "passt"])
+def stack(request: pytest.FixtureRequest, colinux: Colinux) -> str:
+    """Run the test with each user-mode stack (slirp4netns needs /dev/net/tun)."""
+    if request.param == "slirp4netns" and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        pytest.skip("slirp4netns needs /dev/net/tun, closed to this user here")
+    colinux.env["COLINUX_SLIRP"] = request.param
+    return str(request.param)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def test_guest_reaches_host_loopback_both_ways(colinux: Colinux, host_server: int) -> None:
+def test_guest_reaches_host_loopback_both_ways(
+    colinux: Colinux, host_server: int, stack: str
+) -> None:
     Handler.received.clear()
     script = (
         "ip -o -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; "
@@ -110,7 +125,7 @@ def tftp_receive(sock: socket.socket) -> tuple[bytes, int]:
                     return data, largest
 
 
-def test_large_udp_datagrams_reach_the_host(colinux: Colinux) -> None:
+def test_large_udp_datagrams_reach_the_host(colinux: Colinux, stack: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(30)
@@ -138,7 +153,7 @@ def test_dhcp_offers_the_slirp_addresses(colinux: Colinux) -> None:
     assert result.stdout == b"inet 10.0.2.15/24\n", result.stderr
 
 
-def test_port_redirection_to_the_guest(colinux: Colinux) -> None:
+def test_port_redirection_to_the_guest(colinux: Colinux, stack: str) -> None:
     port = free_port()
     guest = colinux.popen(
         "run", "--name", "fwd", f"eth0=slirp,,tcp:{port}:8080", "--", "sh", "-c",
@@ -163,7 +178,7 @@ def test_port_redirection_to_the_guest(colinux: Colinux) -> None:
         guest.wait(30)
 
 
-def test_port_in_use_is_a_clear_error(colinux: Colinux) -> None:
+def test_port_in_use_is_a_clear_error(colinux: Colinux, stack: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -184,7 +199,7 @@ def test_macs(colinux: Colinux) -> None:
     assert given == b"02:11:22:33:44:55\n"
 
 
-def test_dns_through_the_host_resolver(colinux: Colinux) -> None:
+def test_dns_through_the_host_resolver(colinux: Colinux, stack: str) -> None:
     name = "deb.debian.org"
     try:
         socket.getaddrinfo(name, 80, socket.AF_INET)
@@ -200,3 +215,43 @@ def test_two_slirp_cards(colinux: Colinux) -> None:
         "run", "eth1=slirp", "--", "sh", "-c", "ls /sys/class/net | grep eth | tr '\\n' ' '"
     )
     assert result.stdout.split() == [b"eth0", b"eth1"], result.stderr
+
+
+TEST_USER = "colinux-test"
+
+
+@pytest.fixture(scope="module")
+def test_user() -> str:
+    if os.getuid() != 0:
+        return pwd.getpwuid(os.getuid()).pw_name  # already unprivileged
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    return TEST_USER
+
+
+def test_ordinary_user_gets_slirp(test_user: str, host_server: int) -> None:
+    """No root and no setup: the user's default guest reaches the host's loopback,
+    with passt where /dev/net/tun is closed to the user (mode 0600)."""
+    import defusedxml
+
+    import colinux
+
+    top = Path(tempfile.mkdtemp(prefix="colinux-net-user-"))
+    try:
+        lib = top / "lib"
+        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
+        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)}
+        script = f"wget -q -O - http://10.0.2.2:{host_server}/ | md5sum | cut -c1-32"
+        argv = ["/usr/bin/python3", "-m", "colinux.cli", "run", "--", "sh", "-c", script]
+        if os.getuid() == 0:
+            argv = ["/usr/sbin/runuser", "-u", test_user, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, env=env, cwd=top, timeout=60)
+    finally:
+        shutil.rmtree(top)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == hashlib.md5(BLOB).hexdigest()

@@ -195,7 +195,31 @@ def test_pcap_bridge_puts_the_guest_on_the_segment(colinux: Colinux, netns: Name
     assert mac in neigh.stdout.decode()
 
 
-def test_slirp_and_host_cards_do_not_mix(colinux: Colinux) -> None:
+def test_slirp_and_tuntap_cards_in_one_guest(
+    colinux: Colinux, netns: Namespaces, servers: list[BulkServer]
+) -> None:
+    # With a host card the engine stays in the host's network, so passt serves slirp.
+    host = netns.make()
+    # passt wants a default route to copy; this one leads nowhere.
+    ip("link", "add", "coveth3", "type", "veth", "peer", "name", "coveth4", netns=host)
+    ip("link", "set", "coveth3", "up", netns=host)
+    ip("addr", "add", "10.77.4.1/24", "dev", "coveth3", netns=host)
+    ip("route", "add", "default", "via", "10.77.4.254", netns=host)
+    ip("tuntap", "add", "dev", "cotest3", "mode", "tap", netns=host)
+    ip("addr", "add", "10.77.3.1/24", "dev", "cotest3", netns=host)
+    servers.append(server := BulkServer(host, "127.0.0.1"))
+    script = (
+        "ip addr add 10.77.3.2/24 dev eth1 && ping -c 2 -W 5 10.77.3.1 >/dev/null && "
+        "wget -q -O - http://10.0.2.2:8000/ | md5sum | cut -c1-32"
+    )
+    result = colinux_in(colinux, host, "run", "--no-share", "eth0=slirp", 'eth1=tuntap,"cotest3"',
+                        "--", "sh", "-c", script)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == server.md5
+
+
+def test_slirp4netns_and_host_cards_do_not_mix(colinux: Colinux) -> None:
+    colinux.env["COLINUX_SLIRP"] = "slirp4netns"
     result = colinux.run("run", "eth1=tuntap,cotest1", "--", "true")
     assert result.returncode == 2
-    assert b"cannot be used together" in result.stderr
+    assert result.stderr.count(b"\n") == 1 and b"use passt" in result.stderr, result.stderr

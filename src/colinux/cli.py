@@ -41,12 +41,14 @@ def _warn(message: str) -> None:
 def default_machine() -> Machine:
     """The embedded default guest: our initramfs, nothing shared."""
     # slirp needs no root and no setup: the default guest is on the network
-    # wherever this user may open TUN devices (Debian's /dev/net/tun is 0666).
+    # wherever this user may open TUN devices (slirp4netns) or the host has a
+    # default route (passt).
+    from colinux.net.passt import passt_usable
     from colinux.net.slirp import tun_usable
 
     return Machine(
         memory_mb=DEFAULT_GUEST_MEMORY_MB,
-        networks=(NetworkCard(0, NetworkType.SLIRP),) if tun_usable() else (),
+        networks=(NetworkCard(0, NetworkType.SLIRP),) if tun_usable() or passt_usable() else (),
         source="default guest",
     )
 

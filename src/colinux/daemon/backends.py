@@ -14,6 +14,7 @@ long as the daemon: a guest that reboots gets a new engine, the same backends.
 from __future__ import annotations
 
 import abc
+import os
 from pathlib import Path
 
 from colinux.config.model import Machine
@@ -45,20 +46,39 @@ def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backen
     backends: list[Backend] = [DiskLocks(machine)] if machine.enabled_block_devices() else []
     backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
     from colinux.config.model import NetworkType
+    from colinux.net.passt import PasstNetwork
     from colinux.net.slirp import SlirpNetwork
     from colinux.net.tap import HostNetwork
 
     slirp_cards = [c for c in machine.networks if c.type == NetworkType.SLIRP]
     host_cards = [c for c in machine.networks if c.type != NetworkType.SLIRP]
-    if slirp_cards and host_cards:
-        # slirp runs the engine in a network namespace of its own, tuntap and
-        # pcap-bridge need the host's: one engine cannot be in both.
-        raise UserError(
-            f"eth{slirp_cards[0].index}=slirp and eth{host_cards[0].index}="
-            f"{host_cards[0].type.cmdline_name} cannot be used together (yet)"
-        )
     if slirp_cards:
-        backends.append(SlirpNetwork(slirp_cards, guest=name, state_dir=state_dir))
+        if slirp_stack(with_host_cards=bool(host_cards)) == "passt":
+            backends.append(PasstNetwork(slirp_cards, guest=name, state_dir=state_dir))
+        else:
+            backends.append(SlirpNetwork(slirp_cards, guest=name, state_dir=state_dir))
     if host_cards:
         backends.append(HostNetwork(host_cards, guest=name))
     return backends
+
+
+SLIRP_STACKS = ("slirp4netns", "passt")
+
+
+def slirp_stack(*, with_host_cards: bool) -> str:
+    """Which user-mode stack serves slirp cards: ``COLINUX_SLIRP`` if set, else
+    slirp4netns where this user may open /dev/net/tun and the engine may have a
+    network namespace of its own (no tuntap or pcap-bridge card), else passt."""
+    from colinux.net.slirp import tun_usable
+
+    chosen = os.environ.get("COLINUX_SLIRP", "")
+    if chosen and chosen not in SLIRP_STACKS:
+        raise UserError(f"COLINUX_SLIRP={chosen!r}: must be one of {', '.join(SLIRP_STACKS)}")
+    if chosen == "slirp4netns" and with_host_cards:
+        raise UserError(
+            "COLINUX_SLIRP=slirp4netns runs the engine in a network namespace of its own, "
+            "and tuntap and pcap-bridge cards need the host's: use passt"
+        )
+    if chosen:
+        return chosen
+    return "slirp4netns" if tun_usable() and not with_host_cards else "passt"

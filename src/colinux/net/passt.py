@@ -1,0 +1,247 @@
+"""slirp through passt: user-mode networking with no TUN device at all.
+
+slirp4netns needs ``/dev/net/tun``, which some hosts keep to root (mode
+0600). This path needs nothing but unix sockets, so any user has it, and
+the engine keeps the host's network untouched (so slirp cards and host
+cards can share one guest):
+
+    guest vecN --bess (unix SOCK_SEQPACKET, one frame a message)--> FrameRelay
+    FrameRelay --stream socket (4-byte length + frame, QEMU's)--> passt
+
+UML's vector ``bess`` transport connects to ``slirpN.sock`` in the run
+directory; ``FrameRelay`` (two threads) carries frames between that and
+a socket pair whose other end is passt's ``--fd``. passt plays coLinux's
+slirp: the guest is 10.0.2.15, 10.0.2.2 is the host's loopback, DNS
+queries to 10.0.2.3 go to the host's resolver, DHCP offers the same, and
+redirections are ``-t``/``-u`` port specs bound to the host's loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+from colinux.config.model import NetworkCard, Redirection
+from colinux.daemon.backends import Backend
+from colinux.engine.base import Wiring
+from colinux.errors import ColinuxError, UserError
+from colinux.net.mac import card_mac
+
+GUEST_ADDRESS = "10.0.2.15"
+GATEWAY = "10.0.2.2"
+DNS = "10.0.2.3"
+REDIRECT_BIND = "127.0.0.1"
+# Large frames: each one is a trip through the engine, the relay and passt.
+MTU = 32000
+FRAME_MAX = 65536 + 64
+
+
+class FrameRelay:
+    """Frames between the engine's bess socket and passt's stream socket.
+
+    The engine connects once per boot; frames from passt while no engine is
+    connected are dropped, as a cable would drop them.
+    """
+
+    def __init__(self, listener: socket.socket, passt: socket.socket) -> None:
+        self.listener = listener
+        self.passt = passt
+        self.guest: socket.socket | None = None
+        self._threads = [
+            threading.Thread(target=self._from_guests, daemon=True, name="net-relay-up"),
+            threading.Thread(target=self._to_guest, daemon=True, name="net-relay-down"),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _from_guests(self) -> None:
+        while True:
+            try:
+                guest, _ = self.listener.accept()
+            except OSError:
+                return  # closed: stopping
+            self.guest = guest
+            with guest:
+                while frame := guest.recv(FRAME_MAX):
+                    try:
+                        self._send_to_passt(frame)
+                    except OSError:
+                        return  # passt is gone
+            self.guest = None
+
+    def _send_to_passt(self, frame: bytes) -> None:
+        self.passt.sendall(len(frame).to_bytes(4, "big") + frame)
+
+    def _to_guest(self) -> None:
+        with self.passt.makefile("rb", buffering=1 << 20) as stream:
+            while len(header := stream.read(4)) == 4:
+                frame = stream.read(int.from_bytes(header, "big"))
+                guest = self.guest
+                if guest is not None:
+                    with contextlib.suppress(OSError):
+                        guest.send(frame)
+
+    def stop(self) -> None:
+        for sock in (self.listener, self.passt, self.guest):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def arp_request(mac: str, sender: str, target: str) -> bytes:
+    """An Ethernet frame: who has ``target``? Tell ``sender`` at ``mac``."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    arp = b"\x00\x01\x08\x00\x06\x04\x00\x01" + hw + socket.inet_aton(sender)
+    return b"\xff" * 6 + hw + b"\x08\x06" + arp + bytes(6) + socket.inet_aton(target)
+
+
+def is_arp_reply(frame: bytes) -> bool:
+    return frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x02"
+
+
+def handshake(passt: socket.socket, mac: str, timeout: float) -> bool:
+    """Ask passt, as the guest, for the gateway's MAC; whether it answered.
+
+    This is passt's readiness (it has no other), and it teaches passt the
+    guest's MAC: until it has seen a frame from the guest, passt sends to the
+    broadcast address, where the guest's TCP drops them, so a guest that
+    only serves a forwarded port would never be reached.
+    """
+    frame = arp_request(mac, GUEST_ADDRESS, GATEWAY)
+    passt.settimeout(timeout)
+    try:
+        passt.sendall(len(frame).to_bytes(4, "big") + frame)
+        with passt.makefile("rb", buffering=0) as stream:
+            while len(header := stream.read(4)) == 4:
+                reply = stream.read(int.from_bytes(header, "big"))
+                if is_arp_reply(reply):
+                    return True
+        return False
+    except OSError:
+        return False
+    finally:
+        passt.settimeout(None)
+
+
+def _port_specs(redirections: tuple[Redirection, ...], bind: str) -> list[str]:
+    args = []
+    for r in redirections:
+        last = r.count - 1
+        host = f"{r.host_port}-{r.host_port + last}" if last else str(r.host_port)
+        guest = f"{r.guest_port}-{r.guest_port + last}" if last else str(r.guest_port)
+        args += ["-t" if r.protocol == "tcp" else "-u", f"{bind}/{host}:{guest}"]
+    return args
+
+
+def _check_free(redirection: Redirection, bind: str, index: int) -> None:
+    """passt only logs a port it cannot bind; say so before starting it."""
+    kind = socket.SOCK_STREAM if redirection.protocol == "tcp" else socket.SOCK_DGRAM
+    for port in range(redirection.host_port, redirection.host_port + redirection.count):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((bind, port))
+            except OSError as error:
+                raise UserError(
+                    f"eth{index}: cannot forward {redirection.protocol} port {bind}:{port} "
+                    f"to the guest: {error.strerror} (is the port in use?)"
+                ) from None
+
+
+class PasstNetwork(Backend):
+    """Every slirp card of one guest, each its own passt."""
+
+    def __init__(self, cards: list[NetworkCard], *, guest: str, state_dir: Path) -> None:
+        self.cards = cards
+        self.guest = guest
+        self.state_dir = state_dir
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._relays: list[FrameRelay] = []
+
+    def _socket_path(self, card: NetworkCard) -> Path:
+        return self.state_dir / f"slirp{card.index}.sock"
+
+    async def start(self) -> Wiring:
+        if shutil.which("passt") is None:
+            raise ColinuxError(
+                "slirp networking without /dev/net/tun needs passt",
+                hint="install the Debian package passt",
+            )
+        for card in self.cards:
+            for redirection in card.redirections:
+                _check_free(redirection, REDIRECT_BIND, card.index)
+        args = []
+        for card in self.cards:
+            await self._start_card(card)
+            args.append(
+                f"vec{card.index}:transport=bess,dst={self._socket_path(card)},"
+                f"mac={card_mac(card, self.guest)},mtu={MTU}"
+            )
+        cards = ",".join(f"{c.index}:slirp" for c in self.cards)
+        return Wiring(kernel_args=(*args, f"colinux.net={cards}"))
+
+    async def _start_card(self, card: NetworkCard) -> None:
+        path = self._socket_path(card)
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(str(path))
+        listener.listen(1)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "passt", "--foreground", "--quiet", "--stderr", "--ipv4-only",
+                "--fd", str(theirs.fileno()), "--mtu", str(MTU),
+                "--address", GUEST_ADDRESS, "--netmask", "24", "--gateway", GATEWAY,
+                "--dns-forward", DNS, "--no-dhcp-search",
+                *_port_specs(card.redirections, REDIRECT_BIND),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        except BaseException:
+            listener.close()
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._processes.append(process)
+        if not await asyncio.to_thread(handshake, ours, card_mac(card, self.guest), 10):
+            listener.close()
+            ours.close()
+            err = b""
+            if process.stderr is not None:
+                with contextlib.suppress(TimeoutError):
+                    err = await asyncio.wait_for(process.stderr.read(), 2)
+            noise = ("syslog", "as root")  # passt's chatter, not the reason
+            lines = [x for x in err.decode().splitlines() if not any(n in x for n in noise)]
+            raise ColinuxError(f"eth{card.index}: passt failed: {'; '.join(lines) or 'no answer'}")
+        self._relays.append(FrameRelay(listener, ours))
+
+    async def stop(self) -> None:
+        for process in self._processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+            await process.wait()
+        self._processes.clear()
+        for relay in self._relays:
+            await asyncio.to_thread(relay.stop)
+        self._relays.clear()
+        for card in self.cards:
+            self._socket_path(card).unlink(missing_ok=True)
+
+
+def passt_usable() -> bool:
+    """Whether passt can serve here: it copies the host's IPv4 default route."""
+    if shutil.which("passt") is None:
+        return False
+    try:
+        with open("/proc/net/route") as routes:
+            return any(line.split()[1:2] == ["00000000"] for line in routes)
+    except OSError:
+        return False
