@@ -150,6 +150,7 @@ def test_network_forms() -> None:
             'eth4=pcap-bridge,"Local Area Connection",,nopromisc',
             "eth5=pcap-bridge,eth0,,promisc",
             "eth6=slirp",
+            "eth7=slirp,,tcp:0.0.0.0:2222:22/udp:192.0.2.7:5353:53:2",
         ]
     )
     assert machine.networks == (
@@ -165,6 +166,14 @@ def test_network_forms() -> None:
         NetworkCard(4, NetworkType.BRIDGED, name="Local Area Connection", promisc=False),
         NetworkCard(5, NetworkType.BRIDGED, name="eth0"),
         NetworkCard(6, NetworkType.SLIRP),
+        NetworkCard(
+            7,
+            NetworkType.SLIRP,
+            redirections=(
+                Redirection("tcp", 2222, 22, address="0.0.0.0"),
+                Redirection("udp", 5353, 53, 2, address="192.0.2.7"),
+            ),
+        ),
     )
 
 
@@ -235,12 +244,22 @@ def test_alias_with_path_does_not_depend_on_word_order() -> None:
         (
             ["eth0=slirp,,tcp:2222"],
             "command line: eth0=slirp,,tcp:2222: redirection 'tcp:2222': expected "
-            "tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
+            "tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
         ),
         (
             ["eth0=slirp,,sctp:1:2"],
             "command line: eth0=slirp,,sctp:1:2: redirection 'sctp:1:2': expected "
-            "tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
+            "tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
+        ),
+        (
+            ["eth0=slirp,,tcp:0.0.0:2222:22"],
+            "command line: eth0=slirp,,tcp:0.0.0:2222:22: redirection 'tcp:0.0.0:2222:22': "
+            "'0.0.0' is not an IPv4 address such as 0.0.0.0",
+        ),
+        (
+            ["eth0=slirp,,tcp:0.0.0.0:2222"],
+            "command line: eth0=slirp,,tcp:0.0.0.0:2222: redirection 'tcp:0.0.0.0:2222': "
+            "expected tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
         ),
         (
             ["eth0=slirp,,tcp:1:2:0"],

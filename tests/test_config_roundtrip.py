@@ -64,6 +64,7 @@ def redirections(draw: st.DrawFn) -> Redirection:
         draw(st.integers(1, 65536 - count)),
         draw(st.integers(1, 65536 - count)),
         count,
+        draw(st.sampled_from(["127.0.0.1", "0.0.0.0", "192.0.2.7"])),
     )
 
 

@@ -90,7 +90,7 @@ def test_disabled_entries_are_kept() -> None:
 def test_network_types_and_attributes() -> None:
     machine = parse(
         '<network index="0" type="slirp" mac="00:FF:12:34:56:78" '
-        'redir="tcp:2222:22/udp:53:53:2"/>\n'
+        'redir="tcp:2222:22/udp:0.0.0.0:53:53:2"/>\n'
         '<network index="1" name="eth0"/>\n'
         '<network index="2" type="bridged" name="br0" promisc="false"/>\n'
         '<network index="3" type="tap" name=""/>'
@@ -100,7 +100,10 @@ def test_network_types_and_attributes() -> None:
             0,
             NetworkType.SLIRP,
             mac="00:ff:12:34:56:78",
-            redirections=(Redirection("tcp", 2222, 22), Redirection("udp", 53, 53, 2)),
+            redirections=(
+                Redirection("tcp", 2222, 22),
+                Redirection("udp", 53, 53, 2, address="0.0.0.0"),
+            ),
         ),
         NetworkCard(1, NetworkType.BRIDGED, name="eth0"),  # bridged is the default type
         NetworkCard(2, NetworkType.BRIDGED, name="br0", promisc=False),
@@ -224,7 +227,7 @@ def test_stray_text_and_children_warn() -> None:
         (
             '<network index="0" type="slirp" redir="tcp:22"/>',
             "my.xml:2: <network> redir=\"tcp:22\": redirection 'tcp:22': expected "
-            "tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
+            "tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22",
         ),
         (
             '<network index="0" type="slirp" redir="tcp:0:22"/>',

@@ -82,12 +82,15 @@ class CofsShare:
 
 @dataclass(frozen=True)
 class Redirection:
-    """A slirp port redirection ``tcp|udp:HOSTPORT:GUESTPORT[:COUNT]``."""
+    """A slirp port redirection ``tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT]``."""
 
     protocol: str  # "tcp" or "udp"
     host_port: int
     guest_port: int
     count: int = 1
+    # The host address it listens on: loopback unless the user names another
+    # (0.0.0.0 is every interface, as coLinux did).
+    address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)

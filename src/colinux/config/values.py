@@ -9,6 +9,7 @@ is parsed and written here, once, so the two forms cannot drift apart::
     parse_memory("128M")              # 128
     parse_mac("00:FF:12:34:56:78")    # "00:ff:12:34:56:78"
     parse_redirections("tcp:2222:22") # (Redirection("tcp", 2222, 22),)
+    parse_redirections("tcp:0.0.0.0:2222:22")  # the same, on every interface
 
 A parser raises ``BadValue`` whose message says what was expected (no
 location); the reader that called it adds the file, line or word and turns it
@@ -17,9 +18,12 @@ into a ``UserError``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from colinux.config.model import MAX_INDEX, CofsType, NetworkType, Redirection
+
+DEFAULT_REDIRECT_ADDRESS = Redirection("tcp", 1, 1).address
 
 # No cap below 1 GB (the original's limit), but a sane ceiling so a typo such as
 # mem=1280000000 is caught here rather than by the host's memory allocator.
@@ -120,11 +124,25 @@ def _port(text: str, what: str) -> int:
 
 
 def parse_redirection(text: str) -> Redirection:
-    """One slirp redirection: ``tcp|udp:HOSTPORT:GUESTPORT[:COUNT]``."""
+    """One slirp redirection: ``tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT]``.
+
+    ADDRESS (IPv4, so it has dots where a port has none) is where the host
+    listens: 127.0.0.1 unless given; ``0.0.0.0`` is every interface.
+    """
     parts = text.split(":")
+    address = DEFAULT_REDIRECT_ADDRESS
+    if len(parts) > 1 and "." in parts[1]:
+        try:
+            address = str(ipaddress.IPv4Address(parts[1]))
+        except ValueError:
+            raise BadValue(
+                f"redirection {text!r}: {parts[1]!r} is not an IPv4 address such as 0.0.0.0"
+            ) from None
+        del parts[1]
     if len(parts) not in (3, 4) or parts[0].lower() not in ("tcp", "udp"):
         raise BadValue(
-            f"redirection {text!r}: expected tcp|udp:HOSTPORT:GUESTPORT[:COUNT], e.g. tcp:2222:22"
+            f"redirection {text!r}: expected tcp|udp:[ADDRESS:]HOSTPORT:GUESTPORT[:COUNT], "
+            "e.g. tcp:2222:22"
         )
     host_port = _port(parts[1], f"redirection {text!r}: host port")
     guest_port = _port(parts[2], f"redirection {text!r}: guest port")
@@ -136,7 +154,7 @@ def parse_redirection(text: str) -> Redirection:
         count = parsed
     if max(host_port, guest_port) + count - 1 > 65535:
         raise BadValue(f"redirection {text!r}: the ports run past 65535")
-    return Redirection(parts[0].lower(), host_port, guest_port, count)
+    return Redirection(parts[0].lower(), host_port, guest_port, count, address)
 
 
 def parse_redirections(text: str) -> tuple[Redirection, ...]:
@@ -147,7 +165,10 @@ def parse_redirections(text: str) -> tuple[Redirection, ...]:
 
 
 def format_redirection(redirection: Redirection) -> str:
-    text = f"{redirection.protocol}:{redirection.host_port}:{redirection.guest_port}"
+    text = f"{redirection.protocol}:"
+    if redirection.address != DEFAULT_REDIRECT_ADDRESS:
+        text += f"{redirection.address}:"
+    text += f"{redirection.host_port}:{redirection.guest_port}"
     if redirection.count != 1:
         text += f":{redirection.count}"
     return text

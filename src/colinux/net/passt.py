@@ -13,7 +13,8 @@ directory; ``FrameRelay`` (two threads) carries frames between that and
 a socket pair whose other end is passt's ``--fd``. passt plays coLinux's
 slirp: the guest is 10.0.2.15, 10.0.2.2 is the host's loopback, DNS
 queries to 10.0.2.3 go to the host's resolver, DHCP offers the same, and
-redirections are ``-t``/``-u`` port specs bound to the host's loopback.
+redirections are ``-t``/``-u`` port specs (on the host's loopback unless
+they name an address).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from colinux.net.mac import card_mac
 GUEST_ADDRESS = "10.0.2.15"
 GATEWAY = "10.0.2.2"
 DNS = "10.0.2.3"
-REDIRECT_BIND = "127.0.0.1"
 # Large frames: each one is a trip through the engine, the relay and passt.
 MTU = 32000
 FRAME_MAX = 65536 + 64
@@ -130,26 +130,27 @@ def handshake(passt: socket.socket, mac: str, timeout: float) -> bool:
         passt.settimeout(None)
 
 
-def _port_specs(redirections: tuple[Redirection, ...], bind: str) -> list[str]:
+def _port_specs(redirections: tuple[Redirection, ...]) -> list[str]:
     args = []
     for r in redirections:
         last = r.count - 1
         host = f"{r.host_port}-{r.host_port + last}" if last else str(r.host_port)
         guest = f"{r.guest_port}-{r.guest_port + last}" if last else str(r.guest_port)
-        args += ["-t" if r.protocol == "tcp" else "-u", f"{bind}/{host}:{guest}"]
+        args += ["-t" if r.protocol == "tcp" else "-u", f"{r.address}/{host}:{guest}"]
     return args
 
 
-def _check_free(redirection: Redirection, bind: str, index: int) -> None:
+def _check_free(redirection: Redirection, index: int) -> None:
     """passt only logs a port it cannot bind; say so before starting it."""
     kind = socket.SOCK_STREAM if redirection.protocol == "tcp" else socket.SOCK_DGRAM
     for port in range(redirection.host_port, redirection.host_port + redirection.count):
         with socket.socket(socket.AF_INET, kind) as probe:
             try:
-                probe.bind((bind, port))
+                probe.bind((redirection.address, port))
             except OSError as error:
                 raise UserError(
-                    f"eth{index}: cannot forward {redirection.protocol} port {bind}:{port} "
+                    f"eth{index}: cannot forward {redirection.protocol} port "
+                    f"{redirection.address}:{port} "
                     f"to the guest: {error.strerror} (is the port in use?)"
                 ) from None
 
@@ -175,7 +176,7 @@ class PasstNetwork(Backend):
             )
         for card in self.cards:
             for redirection in card.redirections:
-                _check_free(redirection, REDIRECT_BIND, card.index)
+                _check_free(redirection, card.index)
         args = []
         for card in self.cards:
             await self._start_card(card)
@@ -199,7 +200,7 @@ class PasstNetwork(Backend):
                 "--fd", str(theirs.fileno()), "--mtu", str(MTU),
                 "--address", GUEST_ADDRESS, "--netmask", "24", "--gateway", GATEWAY,
                 "--dns-forward", DNS, "--no-dhcp-search",
-                *_port_specs(card.redirections, REDIRECT_BIND),
+                *_port_specs(card.redirections),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
             )  # fmt: skip

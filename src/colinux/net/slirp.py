@@ -6,7 +6,7 @@ where each slirp card is a TAP device whose other end is ``slirp4netns``
 by DHCP). UML reaches the device through its vector ``raw`` transport,
 which needs CAP_NET_RAW in that namespace and nowhere else. Port
 redirections are slirp4netns ``add_hostfwd`` requests on its API socket,
-bound to the host's loopback.
+bound to the host's loopback unless the redirection names an address.
 
 Start-up order: the wrapper makes the namespace and waits on a pipe; once
 the engine's pid is known slirp4netns attaches its TAP devices, the ports
@@ -30,7 +30,6 @@ from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
 
 GUEST_ADDRESS = "10.0.2.15"
-REDIRECT_BIND = "127.0.0.1"
 # A large MTU is the usual slirp speed-up: one frame per 32 KB rather than per
 # 1.5 KB, and each frame costs a trip through the engine and libslirp. Over
 # about 50000 bytes host->guest TCP stalls (frames dropped on the way into the
@@ -173,7 +172,7 @@ def _forward(api: Path, redirection: Redirection, offset: int, index: int) -> No
         "execute": "add_hostfwd",
         "arguments": {
             "proto": redirection.protocol,
-            "host_addr": REDIRECT_BIND,
+            "host_addr": redirection.address,
             "host_port": host_port,
             "guest_addr": GUEST_ADDRESS,
             "guest_port": redirection.guest_port + offset,
@@ -188,6 +187,6 @@ def _forward(api: Path, redirection: Redirection, offset: int, index: int) -> No
     if "error" in reply:
         desc = reply["error"].get("desc", reply["error"])
         raise UserError(
-            f"eth{index}: cannot forward {redirection.protocol} port {REDIRECT_BIND}:{host_port} "
-            f"to the guest: {desc} (is the port in use?)"
+            f"eth{index}: cannot forward {redirection.protocol} port "
+            f"{redirection.address}:{host_port} to the guest: {desc} (is the port in use?)"
         )
