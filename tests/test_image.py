@@ -1,0 +1,468 @@
+"""Root and swap images: a real Debian guest with systemd, COW files, locks, crashes.
+
+One Debian image (bookworm, with openssh-server, a root password and an SSH
+key) is built with `colinux image root` once and kept in a cache keyed by
+its inputs: $COLINUX_TEST_IMAGE_CACHE, else ~/.cache/colinux/test-images. A
+build takes about a minute; later runs reuse it. Tests that write to the
+root disk work on a copy of it or on a COW file over it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, Colinux, processes_mentioning, wait_until
+from seed_config import SEED_XML
+from test_daemon import Terminal
+
+from colinux.guest.image import build_initramfs
+from colinux.image.build import RootImageSpec
+
+PASSWORD = "colinux-test"
+HOSTNAME = "debian"
+PROMPT = f"root@{HOSTNAME}:~# ".encode()
+BOOT_TIMEOUT = 180.0  # a loaded 2-core CI machine; about 13 s here
+
+
+def cache_root() -> Path:
+    override = os.environ.get("COLINUX_TEST_IMAGE_CACHE")
+    if override:
+        return Path(override)
+    return Path.home() / ".cache" / "colinux" / "test-images"
+
+
+@pytest.fixture(scope="session")
+def debian(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cached Debian root image and the SSH key that logs in to it."""
+    cache = cache_root()
+    cache.mkdir(parents=True, exist_ok=True)
+    key = cache / "ssh-key"
+    if not key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "colinux-test", "-f", str(key)],
+            check=True,
+        )
+    spec = RootImageSpec(
+        Path("root.img"),
+        2 << 30,
+        packages=("openssh-server",),
+        hostname=HOSTNAME,
+        root_password=PASSWORD,
+        ssh_key=(cache / "ssh-key.pub").read_text(),
+    )
+    image = cache / f"debian-{spec.cache_key()}.img"
+    if not image.exists():
+        building = cache / f".building-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                str(BIN / "colinux"), "image", "root", str(building / "root.img"),
+                "--size", "2G", "--packages", "openssh-server", "--hostname", HOSTNAME,
+                "--root-password", PASSWORD, "--ssh-key", str(cache / "ssh-key.pub"),
+            ],
+            capture_output=True,
+            timeout=1200,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(f"\nbuilt the Debian test image in {time.monotonic() - started:.0f} s")
+        (building / "root.img").rename(image)
+        shutil.rmtree(building)
+    return {"image": image, "key": key}
+
+
+def copy_image(source: Path, target: Path) -> Path:
+    subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
+    return target
+
+
+def make_swap(colinux: Colinux, path: Path, size: str = "64M") -> Path:
+    result = colinux.run("image", "swap", str(path), "--size", size)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def fsck_clean(image: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True)
+
+
+def log_in(console: Terminal) -> None:
+    console.read_until(b"login: ", BOOT_TIMEOUT)
+    console.type(b"root\r")
+    console.read_until(b"Password: ")
+    console.type(PASSWORD.encode() + b"\r")
+    console.read_until(PROMPT)
+
+
+def run_in(console: Terminal, command: str, marker: str) -> str:
+    """Type a command; its output up to the line ``marker`` prints after it."""
+    console.output = b""
+    console.type(f"{command}; echo {marker}-$((1+1))\r".encode())
+    out = console.read_until(f"{marker}-2".encode(), 60)
+    return out.decode(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ssh(key: Path, port: int, command: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            "ssh", "-p", str(port), "-i", str(key), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", command,
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )  # fmt: skip
+
+
+def ssh_when_up(key: Path, port: int, command: str) -> subprocess.CompletedProcess[bytes]:
+    """ssh once the guest's sshd answers (it boots meanwhile)."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        result = ssh(key, port, command)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- the seed's configuration, on images colinux made ---------------------------------
+
+
+def test_seed_xml_boots_debian_to_a_login_prompt(
+    colinux: Colinux, debian: dict[str, Path], tmp_path: Path
+) -> None:
+    drive_c = tmp_path / "c"
+    folder = drive_c / "coLinux"
+    folder.mkdir(parents=True)
+    root = copy_image(debian["image"], folder / "root.img")
+    make_swap(colinux, folder / "swap.img", "128M")
+    (folder / "vmlinux").symlink_to("/usr/bin/linux.uml")  # the default kernel
+    (folder / "initrd.gz").write_bytes(gzip.compress(build_initramfs(), 1))
+    xml = folder / "my.colinux.xml"
+    xml.write_text(SEED_XML)
+
+    started = time.monotonic()
+    console = Terminal(colinux, "-c", str(xml), "--drive", f"c={drive_c}", program="colinux-daemon")
+    try:
+        console.read_until(b"login: ", BOOT_TIMEOUT)
+        print(f"\nboot to the login prompt: {time.monotonic() - started:.1f} s")
+        assert b"Debian GNU/Linux 12" in console.output
+        log_in(console)
+        out = run_in(console, "cat /proc/swaps; readlink /dev/cobd0 /dev/cobd1", "probe")
+        assert "/dev/ubdb" in out  # cobd1 is swapping
+        assert "ubda\r\nubdb" in out
+        out = run_in(console, "findmnt -no SOURCE,FSTYPE /; systemctl is-system-running", "st")
+        assert "/dev/ubda ext4" in out
+        assert "running" in out or "degraded" in out
+        out = run_in(console, "mount -t cofs 0 /mnt && ls /mnt/coLinux", "cofs")
+        assert "root.img" in out  # our guest tools: mount -t cofs
+        console.type(b"shutdown -h now\r")
+        status = console.close()
+    finally:
+        if console.process.poll() is None:
+            console.process.kill()
+            console.process.wait()
+    assert status == 0, console.output[-2000:]
+    check = fsck_clean(root)
+    assert check.returncode == 0, check.stdout
+
+
+# --- ssh, COW files and one base for many guests --------------------------------------
+
+
+def test_two_guests_share_one_base_through_cow_files(
+    colinux: Colinux, debian: dict[str, Path], tmp_path: Path
+) -> None:
+    base = copy_image(debian["image"], tmp_path / "base.img")
+    before = (base.stat().st_mtime_ns, sha256(base))
+    ports = {"a": free_port(), "b": free_port()}
+    for name, port in ports.items():
+        result = colinux.run(
+            "start", name, "mem=128", f"cobd0={base},cow={tmp_path / name}.cow",
+            "root=/dev/cobd0", f"eth0=slirp,,tcp:{port}:22",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    try:
+        # A host ssh client logs in to each guest with the key the image was built with.
+        first = ssh_when_up(debian["key"], ports["a"], "echo from-a >/root/mark; sync; hostname")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == f"{HOSTNAME}\n".encode()
+        second = ssh_when_up(debian["key"], ports["b"], "cat /root/mark 2>&1 || true")
+        assert second.returncode == 0, second.stderr
+        assert b"No such file" in second.stdout  # b does not see a's write
+    finally:
+        for name in ports:
+            colinux.run("stop", name)
+    assert (base.stat().st_mtime_ns, sha256(base)) == before  # the base is untouched
+
+    # a's writes go into the base; the COW file starts over on the new base.
+    commit = colinux.run("image", "commit", str(tmp_path / "a.cow"))
+    assert commit.returncode == 0, commit.stderr
+    assert b"committed" in commit.stdout
+    assert fsck_clean(base).returncode == 0
+    dump = subprocess.run(
+        ["debugfs", "-R", "cat /root/mark", str(base)], capture_output=True, check=True
+    )
+    assert dump.stdout == b"from-a\n"
+
+    # b's COW file was made on the base as it was: refused, before anything starts.
+    stale = colinux.run(
+        "run", f"cobd0={base},cow={tmp_path / 'b.cow'}", "root=/dev/cobd0", "--", "true"
+    )
+    assert stale.returncode == 2
+    message = stale.stderr.decode()
+    assert message.count("\n") == 1, message
+    assert "b.cow" in message and "changed after COW file" in message
+    assert b"Traceback" not in stale.stderr
+
+
+# --- disk safety on small images (the default guest) ----------------------------------
+
+
+def data_image(path: Path, size: str = "64M") -> Path:
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", str(path), size], check=True)
+    return path
+
+
+def test_a_writable_image_has_one_guest(colinux: Colinux, tmp_path: Path) -> None:
+    disk = data_image(tmp_path / "data.img")
+    result = colinux.run("start", "holder", f"cobd1={disk}")
+    assert result.returncode == 0, result.stderr
+    try:
+        for settings in ([f"cobd1={disk}"], [f"cobd1={disk},ro"]):
+            second = colinux.run("run", *settings, "--", "true")
+            assert second.returncode == 2, second.stderr
+            message = second.stderr.decode()
+            assert message.count("\n") == 1, message
+            assert str(disk) in message and "in use by guest 'holder'" in message
+        # Nothing of the refused guests started.
+        assert [
+            line.split()[0] for line in colinux.run("list").stdout.split(b"\n")[1:] if line
+        ] == [b"holder"]
+    finally:
+        colinux.run("stop", "holder")
+    assert colinux.run("run", f"cobd1={disk}", "--", "true").returncode == 0
+
+
+def test_read_only_images_are_shared_and_stay_unchanged(colinux: Colinux, tmp_path: Path) -> None:
+    disk = data_image(tmp_path / "data.img")
+    before = sha256(disk)
+    result = colinux.run("start", "reader", f"cobd1={disk},ro")
+    assert result.returncode == 0, result.stderr
+    try:
+        probe = colinux.run(
+            "run", f"cobd1={disk},ro", "--", "sh", "-c",
+            "cat /sys/block/ubda/ro; mount -o ro /dev/cobd1 /mnt; "
+            "touch /mnt/x 2>/dev/null || echo refused",
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout.split() == [b"1", b"refused"]
+        writer = colinux.run("run", f"cobd1={disk}", "--", "true")
+        assert writer.returncode == 2
+        assert b"in use by guest 'reader'" in writer.stderr
+    finally:
+        colinux.run("stop", "reader")
+    assert sha256(disk) == before
+
+
+def test_sigkill_during_heavy_writes_then_fsck(colinux: Colinux, tmp_path: Path) -> None:
+    disk = data_image(tmp_path / "data.img", "256M")
+    daemon = colinux.popen(
+        "run", "--name", "writer", f"cobd1={disk}", "--", "sh", "-c",
+        "mount /dev/cobd1 /mnt && echo mounted && i=0; "
+        "while :; do dd if=/dev/urandom of=/mnt/f$i bs=64k count=64 2>/dev/null; "
+        "i=$((i+1)); done",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert daemon.stdout is not None
+        assert daemon.stdout.readline() == b"mounted\n"
+        # Kill once the guest has written for real: 24 MB of the image in use.
+        assert wait_until(lambda: disk.stat().st_blocks * 512 > 24 << 20, 120, 0.1)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+    assert wait_until(lambda: not processes_mentioning("umid=writer"), 20)
+    # A killed daemon cannot tidy up after itself; its run directory is stale.
+    shutil.rmtree(colinux.run_dir / "writer")
+    repair = subprocess.run(["e2fsck", "-fy", str(disk)], capture_output=True)
+    assert repair.returncode in (0, 1), repair.stdout  # clean, or errors corrected
+    assert fsck_clean(disk).returncode == 0
+    mounted = colinux.run(
+        "run", f"cobd1={disk}", "--", "sh", "-c", "mount /dev/cobd1 /mnt && ls /mnt | grep -c f"
+    )
+    assert mounted.returncode == 0, mounted.stderr
+    assert int(mounted.stdout) >= 1
+
+
+def test_cow_on_a_busybox_guest(colinux: Colinux, tmp_path: Path) -> None:
+    disk = data_image(tmp_path / "data.img")
+    before = sha256(disk)
+    cow = tmp_path / "data.cow"
+    write = colinux.run(
+        "run", f"cobd1={disk},cow={cow}", "--", "sh", "-c",
+        "mount /dev/cobd1 /mnt && echo hello >/mnt/greeting && umount /mnt",
+    )  # fmt: skip
+    assert write.returncode == 0, write.stderr
+    assert sha256(disk) == before
+    again = colinux.run(
+        "run", f"cobd1={disk},cow={cow}", "--", "sh", "-c",
+        "mount /dev/cobd1 /mnt && cat /mnt/greeting",
+    )  # fmt: skip
+    assert again.stdout == b"hello\n", again.stderr
+    assert colinux.run("image", "commit", str(cow)).returncode == 0
+    plain = colinux.run(
+        "run", f"cobd1={disk}", "--", "sh", "-c", "mount /dev/cobd1 /mnt && cat /mnt/greeting"
+    )
+    assert plain.stdout == b"hello\n", plain.stderr
+
+
+# --- bad input: one line, exit 2, nothing made ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["root", "r.img", "--size", "100M"], "--size 100M: too small"),
+        (
+            ["root", "r.img", "--size", "1G", "--suite", "bookwrom"],
+            "--suite bookwrom: not a Debian",
+        ),
+        (["root", "r.img", "--size", "lots"], "--size lots: expected a size"),
+        (["root", "exists.img", "--size", "1G"], "exists.img: already exists"),
+        (["root", "r.img", "--size", "1G", "--ssh-key", "nokey.pub"], "--ssh-key nokey.pub"),
+        (["swap", "s.img", "--size", "1K"], "too small for swap"),
+        (["swap", "exists.img", "--size", "1M"], "exists.img: already exists"),
+        (["commit", "exists.img"], "not a usable COW file"),
+        (["commit", "missing.cow"], "missing.cow"),
+    ],
+)
+def test_bad_image_requests(colinux: Colinux, args: list[str], expected: str) -> None:
+    (colinux.cwd / "exists.img").write_bytes(b"\0" * 8192)
+    result = colinux.run("image", *args)
+    assert result.returncode == 2, result.stdout
+    message = result.stderr.decode()
+    assert message.count("\n") == 1, message
+    assert expected in message
+    assert sorted(p.name for p in colinux.cwd.iterdir()) == ["exists.img"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ('cobd0="data.img",bogus', "unknown option 'bogus'"),
+        ("cobd0=data.img,bogus", "data.img,bogus' does not exist"),  # a path with a comma
+        ("cobd0=data.img,ro,cow=x.cow", "do not go together"),
+        ("cobd0=data.img,cow=/no/such/dir/x.cow", "does not exist"),
+        ("cobd0=data.img,cow=data.img", "not a usable COW file"),
+    ],
+)
+def test_bad_disk_settings(colinux: Colinux, setting: str, expected: str) -> None:
+    data_image(colinux.cwd / "data.img", "4M")
+    result = colinux.run("run", setting, "--", "true")
+    assert result.returncode == 2
+    message = result.stderr.decode()
+    assert message.count("\n") == 1, message
+    assert expected in message
+    assert sorted(p.name for p in colinux.cwd.iterdir()) == ["data.img"]
+
+
+def test_disk_options_convert_both_ways(colinux: Colinux, tmp_path: Path) -> None:
+    conf = tmp_path / "disks.conf"
+    conf.write_text('cobd0=base.img,cow=guest.cow cobd1=data.img,ro cobd2="odd,name.img",ro\n')
+    xml = colinux.run("config", "convert", str(conf), "--to", "xml")
+    assert xml.returncode == 0, xml.stderr
+    text = xml.stdout.decode()
+    assert 'cow="guest.cow"' in text and 'readonly="true"' in text
+    (tmp_path / "disks.xml").write_text(text)
+    back = colinux.run("config", "convert", str(tmp_path / "disks.xml"), "--to", "cmdline")
+    assert shlex.split(back.stdout.decode())[1:] == [
+        "cobd0=base.img,cow=guest.cow",
+        "cobd1=data.img,ro",
+        'cobd2="odd,name.img",ro',
+    ]
+
+
+# --- as an ordinary user --------------------------------------------------------------
+
+TEST_USER = "colinux-test"
+
+
+def test_ordinary_user_makes_swap_and_reads_a_root_owned_image(tmp_path: Path) -> None:
+    import defusedxml
+
+    import colinux
+
+    if os.getuid() != 0:
+        pytest.skip("runs a second user through runuser, as root")
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    top = Path(os.path.realpath("/tmp")) / f"colinux-image-user-{os.getpid()}"
+    top.mkdir()
+    try:
+        lib = top / "lib"
+        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
+        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
+        disk = data_image(top / "root-owned.img", "8M")  # root's, mode 0644
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        work = top / "work"
+        work.mkdir()
+        shutil.chown(work, TEST_USER)
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(lib), "HOME": str(work)}
+
+        def as_user(*args: str) -> subprocess.CompletedProcess[bytes]:
+            argv = ["/usr/sbin/runuser", "-u", TEST_USER, "--", "/usr/bin/python3"]
+            return subprocess.run(
+                [*argv, "-m", "colinux.cli", *args], capture_output=True, env=env, cwd=work,
+                timeout=120,
+            )  # fmt: skip
+
+        swap = as_user("image", "swap", "swap.img", "--size", "16M")
+        assert swap.returncode == 0, swap.stderr
+        assert (work / "swap.img").stat().st_uid == pwd.getpwnam(TEST_USER).pw_uid
+        ro = as_user(
+            "run", "--no-share", f"cobd1={disk},ro", "--", "sh", "-c",
+            "mount -o ro /dev/cobd1 /mnt && echo readable",
+        )  # fmt: skip
+        assert ro.returncode == 0, ro.stderr
+        assert ro.stdout == b"readable\n"
+        rw = as_user("run", "--no-share", f"cobd1={disk}", "--", "true")
+        assert rw.returncode == 2
+        assert b"not writable (add ,ro" in rw.stderr
+        cow = as_user(
+            "run", "--no-share", f"cobd1={disk},cow=mine.cow", "--", "sh", "-c",
+            "mount /dev/cobd1 /mnt && touch /mnt/mine && echo written",
+        )  # fmt: skip
+        assert cow.returncode == 0, cow.stderr
+        assert cow.stdout == b"written\n"
+    finally:
+        shutil.rmtree(top)
