@@ -1,201 +1,243 @@
-"""Network benchmark: TCP throughput both ways and round-trip time, per backend.
+"""Network benchmark: TCP throughput both ways (iperf3) and TCP round trips, per backend.
 
-The guest uses busybox (wget, nc, ping); the host end is Python on loopback,
-timing from its side. The baseline is the same Python sink and source
-talking to each other over the host's loopback, measured in the same run:
+iperf3 and its libraries, from the host's Debian package, reach the default
+guest on its cofs share (the directory ``colinux run`` starts in); the
+iperf3 servers run on the host. The baseline is iperf3 against itself over
+the host's loopback, in the same run.
+The round trip is one byte to a ``cat`` behind busybox ``nc`` in the guest
+and back, timed on the host (median of 200), through a port redirection for
+slirp:
 
-    .venv/bin/python bench/net.py [--mb 64]
+    .venv/bin/python bench/net.py [--seconds 5] [--tap]
 
-Rows: slirp (no root), and tuntap when run as root (a private network
-namespace with a TAP device).
+Rows: slirp through slirp4netns (when /dev/net/tun is usable) and through
+passt; with ``--tap`` (root), tuntap and pcap-bridge in a private network
+namespace (a TAP device; a veth pair whose one end the guest bridges onto).
+Needs the Debian package iperf3.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-CHUNK = b"\0" * (1 << 16)
+ECHO_PORT = 7777
+READY = "rtt-ready"
 
 
-class OneConnection:
-    """A loopback-side server for one connection, timed from the host's side."""
-
-    def __init__(self, host: str, size: int) -> None:
-        self.size = size
-        self.sock = socket.create_server((host, 0))
-        self.port = self.sock.getsockname()[1]
-        self.rate = 0.0  # Mbit/s
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn:
-            self._run(conn)
-        self.sock.close()
-
-    def _run(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+def ship_iperf3(tools: Path) -> None:
+    """iperf3, its libraries and the dynamic loader, in one directory."""
+    tools.mkdir()
+    iperf3 = shutil.which("iperf3")
+    if iperf3 is None:
+        raise SystemExit("bench/net.py needs iperf3 (the Debian package iperf3)")
+    shutil.copy(iperf3, tools / "iperf3")
+    for line in subprocess.run(["ldd", iperf3], capture_output=True, text=True).stdout.split("\n"):
+        match = re.search(r"(/\S+)", line)
+        if match:
+            shutil.copy(match.group(1), tools / Path(match.group(1)).name)
 
 
-class Sink(OneConnection):
-    """Takes one HTTP POST of ``size`` bytes (timed from its first body byte)."""
-
-    def _run(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        body = data.split(b"\r\n\r\n", 1)[1]
-        start = time.perf_counter()
-        got = len(body)
-        while got < self.size:
-            chunk = conn.recv(1 << 20)
-            if not chunk:
-                break
-            got += len(chunk)
-        self.rate = got * 8 / (time.perf_counter() - start) / 1e6
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
-
-
-class Source(OneConnection):
-    """Serves ``size`` bytes as one HTTP response to one request."""
-
-    def _run(self, conn: socket.socket) -> None:
-        conn.recv(65536)
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
-        start = time.perf_counter()
-        sent = 0
-        while sent < self.size:
-            conn.sendall(CHUNK)
-            sent += len(CHUNK)
-        conn.shutdown(socket.SHUT_WR)
-        conn.recv(1)  # the client has read it all
-        self.rate = sent * 8 / (time.perf_counter() - start) / 1e6
-
-
-def baseline(size: int) -> tuple[float, float]:
-    sink = Sink("127.0.0.1", size)
-    with socket.create_connection(("127.0.0.1", sink.port)) as c:
-        c.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % size)
-        for _ in range(size // len(CHUNK)):
-            c.sendall(CHUNK)
-        c.recv(1024)
-    sink.thread.join()
-    source = Source("127.0.0.1", size)
-    with socket.create_connection(("127.0.0.1", source.port)) as c:
-        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        while c.recv(1 << 20):
-            pass
-    source.thread.join()
-    return sink.rate, source.rate
-
-
-def guest_run(prefix: list[str], args: list[str], script: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [*prefix, str(BIN / "colinux"), "run", "--no-share", *args, "--", "sh", "-c", script],
-        capture_output=True, env=env, timeout=600,
+@contextmanager
+def iperf3_server(address: str) -> Iterator[int]:
+    """An iperf3 server for one test; its port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-1", "-B", address, "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    if result.returncode != 0:
-        raise SystemExit(f"guest failed: {result.stderr.decode()[-400:]}")
-    return result.stdout.decode()
+    time.sleep(0.3)
+    try:
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def receiver_rate(text: str) -> float:
+    """Mbit/s at the receiving end, from iperf3 -f m output."""
+    match = re.search(r"([\d.]+) Mbits/sec\s+receiver", text)
+    return float(match.group(1)) if match else float("nan")
+
+
+def round_trips(address: str, port: int, count: int = 200) -> float:
+    """Median milliseconds of one byte there and back."""
+    deadline = time.monotonic() + 20
+    while True:  # until the guest's nc listens (a redirection accepts before that)
+        try:
+            sock = socket.create_connection((address, port), timeout=5)
+            sock.sendall(b"x")
+            if sock.recv(1) == b"x":
+                break
+            sock.close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for _ in range(count + 10):
+            start = time.perf_counter()
+            sock.sendall(b"x")
+            if sock.recv(1) != b"x":
+                raise SystemExit("echo: connection closed")
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[10:]) * 1000
 
 
 def measure(
-    name: str, host_addr: str, guest_host: str, prefix: list[str], args: list[str], size: int,
+    server: str, host: str, echo: tuple[str, int], args: list[str], seconds: int, tools: Path,
     env: dict[str, str], setup: str = "",
-) -> tuple[str, float, float, float]:  # fmt: skip
-    sink = Sink(host_addr, size)
-    source = Source(host_addr, size)
-    script = (
-        f"{setup}"
-        # wget, not busybox nc: nc's 1 KB writes cost more guest CPU than the network.
-        # The file is text because busybox wget posts a C string.
-        f"head -c {size} /dev/zero | tr '\\0' a > /tmp/up; "
-        f"wget -q -O /dev/null --post-file=/tmp/up http://{guest_host}:{sink.port}/; "
-        f"wget -q -O /dev/null http://{guest_host}:{source.port}/; "
-        f"ping -c 10 -q {guest_host} | tail -1"
-    )
-    out = guest_run(prefix, args, script, env)
-    sink.thread.join(60)
-    source.thread.join(60)
-    rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
-    return name, sink.rate, source.rate, float(rtt.group(1)) if rtt else float("nan")
+) -> dict[str, float]:  # fmt: skip
+    """One row: guest->host and host->guest Mbit/s, round trip ms.
+
+    The iperf3 servers listen on ``server``, which the guest reaches as
+    ``host``; ``echo`` is where the host reaches the guest's echo port."""
+    iperf = "./ld-linux-x86-64.so.2 --library-path . ./iperf3"
+    with iperf3_server(server) as up, iperf3_server(server) as down:
+        script = (
+            f"{setup}"
+            f"{iperf} -f m -t {seconds} -c {host} -p {up} 2>&1 | grep receiver; "
+            f"{iperf} -f m -t {seconds} -R -c {host} -p {down} 2>&1 | grep receiver; "
+            f"nc -ll -p {ECHO_PORT} -e cat & echo {READY}; sleep 120"
+        )
+        run = subprocess.Popen(
+            [str(BIN / "colinux"), "run", *args, "--", "sh", "-c", script], cwd=tools,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        assert run.stdout is not None
+        lines = []
+        for line in run.stdout:
+            if line.strip() == READY:
+                break
+            lines.append(line)
+        else:
+            raise SystemExit(f"guest failed: {run.stderr.read() if run.stderr else ''}"[-600:])
+    try:
+        rtt = round_trips(*echo)
+    finally:
+        run.terminate()
+        run.wait(60)
+    up_rate, down_rate = (receiver_rate(line) for line in [*lines, "", ""][:2])
+    return {"up": up_rate, "down": down_rate, "rtt": rtt}
 
 
-def with_tap_namespace(run: Callable[[str], tuple[str, float, float, float]]) -> tuple:  # type: ignore[type-arg]
+def baseline(seconds: int) -> dict[str, float]:
+    with iperf3_server("127.0.0.1") as port:
+        out = subprocess.run(
+            ["iperf3", "-f", "m", "-t", str(seconds), "-c", "127.0.0.1", "-p", str(port)],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    rate = receiver_rate(out)
+    echo = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = echo.accept()
+        with conn:
+            while data := conn.recv(1):
+                conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    rtt = round_trips("127.0.0.1", echo.getsockname()[1])  # a Python echo: the guest's is cat
+    echo.close()
+    return {"up": rate, "down": rate, "rtt": rtt}
+
+
+def slirp_row(stack: str, seconds: int, tools: Path, env: dict[str, str]) -> dict[str, float]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**env, "COLINUX_SLIRP": stack}
+    redirect = f"eth0=slirp,,tcp:{port}:{ECHO_PORT}"
+    return measure("127.0.0.1", "10.0.2.2", ("127.0.0.1", port), [redirect], seconds, tools, env)
+
+
+def host_row(kind: str, seconds: int, tools: Path) -> None:
+    """Run inside a fresh namespace (see ``in_namespace``): prints the row as JSON."""
+    env = dict(os.environ)
+    if kind == "tuntap":
+        for cmd in (["tuntap", "add", "cobench0", "mode", "tap"],
+                    ["addr", "add", "10.79.0.1/24", "dev", "cobench0"]):  # fmt: skip
+            subprocess.run(["ip", *cmd], check=True)
+        card = 'eth0=tuntap,"cobench0"'
+    else:  # pcap-bridge: the guest on one end of a veth pair, the host on the other
+        for cmd in (["link", "add", "cobench1", "type", "veth", "peer", "name", "cobench2"],
+                    ["link", "set", "cobench2", "up"],
+                    ["addr", "add", "10.79.0.1/24", "dev", "cobench2"]):  # fmt: skip
+            subprocess.run(["ip", *cmd], check=True)
+        card = 'eth0=pcap-bridge,"cobench1"'
+    row = measure("10.79.0.1", "10.79.0.1", ("10.79.0.2", ECHO_PORT), [card], seconds, tools,
+                  env, setup="ip addr add 10.79.0.2/24 dev eth0; ")  # fmt: skip
+    print(json.dumps(row))
+
+
+def in_namespace(kind: str, seconds: int, tools: Path, env: dict[str, str]) -> dict[str, float]:
     ns = f"cxbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        for cmd in (["link", "set", "lo", "up"], ["tuntap", "add", "cobench0", "mode", "tap"],
-                    ["addr", "add", "10.79.0.1/24", "dev", "cobench0"]):  # fmt: skip
-            subprocess.run(["ip", "netns", "exec", ns, "ip", *cmd], check=True)
-        return run(ns)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, __file__, "--host-row", kind,
+             str(seconds), str(tools)],
+            capture_output=True, env=env, timeout=600, text=True,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"{kind} row failed: {out.stderr[-600:]}")
+        return dict(json.loads(out.stdout.splitlines()[-1]))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=64, help="megabytes each way")
-    parser.add_argument("--tap", action="store_true", help="add the tuntap row (root)")
+    parser.add_argument("--seconds", type=int, default=5, help="iperf3 time each way")
+    parser.add_argument("--tap", action="store_true", help="add tuntap and pcap-bridge (root)")
     options = parser.parse_args()
-    size = options.mb << 20
+    seconds = options.seconds
+    rows: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        tools = Path(tmp) / "tools"
+        ship_iperf3(tools)
+        os.chmod(tmp, 0o755)
         env = {**os.environ, "COLINUX_RUN_DIR": f"{tmp}/run"}
-        base_up, base_down = baseline(size)
-        rows = [measure("slirp (slirp4netns)", "127.0.0.1", "10.0.2.2", [], [], size, env)]
+        rows.append(("host loopback (base)", baseline(seconds)))
+        if os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            rows.append(("slirp: slirp4netns", slirp_row("slirp4netns", seconds, tools, env)))
+        rows.append(("slirp: passt", slirp_row("passt", seconds, tools, env)))
         if options.tap and os.geteuid() == 0:
-
-            def tap(ns: str) -> tuple[str, float, float, float]:
-                # The host end must live in the namespace too: run it there.
-                return tap_in_namespace(ns, size, env)
-
-            rows.append(with_tap_namespace(tap))
-    print(f"network benchmark: {size >> 20} MB each way; Mbit/s and ms; ratio to host loopback")
+            rows.append(("tuntap (vector tap)", in_namespace("tuntap", seconds, tools, env)))
+            rows.append(("pcap-bridge (raw)", in_namespace("bridge", seconds, tools, env)))
+    base = rows[0][1]
+    print(f"network benchmark: iperf3 {seconds} s each way (Mbit/s), TCP round trip (ms); "
+          "ratios to host loopback")  # fmt: skip
     print(f"{'backend':<22} {'guest->host':>12} {'ratio':>6} {'host->guest':>12} {'ratio':>6} "
-          f"{'rtt ms':>7}")  # fmt: skip
-    print(f"{'host loopback (base)':<22} {base_up:12.0f} {1:6.2f} {base_down:12.0f} {1:6.2f} "
-          f"{'':>7}")  # fmt: skip
-    for name, up, down, rtt in rows:
-        print(f"{name:<22} {up:12.0f} {up / base_up:6.2f} {down:12.0f} {down / base_down:6.2f} "
-              f"{rtt:7.3f}")  # fmt: skip
-
-
-def tap_in_namespace(ns: str, size: int, env: dict[str, str]) -> tuple[str, float, float, float]:
-    """The tuntap row: this script re-runs itself inside the namespace as the host end."""
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, __file__, "--tap-row", str(size)],
-        capture_output=True, env=env, timeout=600, text=True,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"tap row failed: {out.stderr[-400:]}")
-    up, down, rtt = (float(x) for x in out.stdout.split())
-    return "tuntap (vector tap)", up, down, rtt
-
-
-def tap_row(size: int) -> None:
-    env = dict(os.environ)
-    _, up, down, rtt = measure(
-        "tap", "10.79.0.1", "10.79.0.1", [], ['eth0=tuntap,"cobench0"'],
-        size, env, setup="ip addr add 10.79.0.2/24 dev eth0; ",
-    )  # fmt: skip
-    print(up, down, rtt)
+          f"{'rtt ms':>7} {'ratio':>6}")  # fmt: skip
+    for name, r in rows:
+        up, down, rtt = r["up"], r["down"], r["rtt"]
+        print(f"{name:<22} {up:12.0f} {up / base['up']:6.2f} {down:12.0f} "
+              f"{down / base['down']:6.2f} {rtt:7.3f} {rtt / base['rtt']:6.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--tap-row"]:
-        tap_row(int(sys.argv[2]))
+    if sys.argv[1:2] == ["--host-row"]:
+        host_row(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
     else:
         main()

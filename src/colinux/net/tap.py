@@ -27,6 +27,9 @@ TUN = "/dev/net/tun"
 # buffers are MTU-sized unless gro=1, and a 64 KB segment cut to 1.5 KB stalled
 # every bulk host->guest transfer. gro=1 makes them 64 KB.
 RX_64K = "gro=1"
+# Measured with bench/net.py: 128 frames a batch (the default is 64) gave the
+# tap transport about a quarter more host->guest; the raw one gained nothing.
+TUNING = {"tap": ",depth=128", "raw": ""}
 
 
 def _name(card: NetworkCard) -> str:
@@ -84,7 +87,7 @@ class HostNetwork(Backend):
                 raise ColinuxError(f"eth{card.index}: cannot bring {name} up: {err}")
             args.append(
                 f"vec{card.index}:transport={transport},ifname={name},"
-                f"mac={card_mac(card, self.guest)},{RX_64K}"
+                f"mac={card_mac(card, self.guest)},{RX_64K}{TUNING[transport]}"
             )
         kinds = ",".join(f"{c.index}:{c.type.value}" for c in self.cards)
         return Wiring(
