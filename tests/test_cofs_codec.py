@@ -14,6 +14,7 @@ import errno
 import os
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -125,6 +126,37 @@ def test_fuse_write_length_must_match() -> None:
     body = struct.pack("<QQII", 1, 0, 10, 0) + bytes(16) + b"short"
     with pytest.raises(fp.FuseProtocolError):
         fp.decode_request(request(fp.Opcode.WRITE, body))
+
+
+@given(u64, u64, st.binary(max_size=300), st.lists(st.integers(1, 64), max_size=8), u64)
+def test_write_head_decodes_as_the_whole_request(
+    fh: int, offset: int, data: bytes, cuts: list[int], nodeid: int
+) -> None:
+    """A WRITE decoded from its head, its data left in pieces, says what decode_request says."""
+    body = struct.pack("<QQII", fh, offset, len(data), 0) + bytes(16) + data
+    raw = request(fp.Opcode.WRITE, body, nodeid)
+    pieces, rest = [], raw[fp.WRITE_HEAD_SIZE :]
+    for n in cuts:
+        pieces.append(memoryview(rest[:n]))
+        rest = rest[n:]
+    pieces.append(memoryview(rest))
+    whole = fp.decode_request(raw)
+    head = fp.decode_write_head(raw[: fp.WRITE_HEAD_SIZE], len(raw), pieces)
+    assert head.header == whole.header
+    assert head.args[:3] == whole.args[:3] == (fh, offset, len(data))
+    assert b"".join(head.args.data) == b"".join(whole.args.data) == data
+    with pytest.raises(fp.FuseProtocolError):  # the length must match, both ways
+        fp.decode_write_head(raw[: fp.WRITE_HEAD_SIZE], len(raw) + 1, pieces)
+    with pytest.raises(fp.FuseProtocolError):
+        fp.decode_write_head(raw[: fp.WRITE_HEAD_SIZE], len(raw), [*pieces, memoryview(b"x")])
+
+
+def test_times_before_1970_encode() -> None:
+    st_ = SimpleNamespace(st_ino=5, st_size=10, st_blocks=0, st_nlink=1, st_blksize=4096,
+                          st_atime_ns=-1_500_000_000, st_mtime_ns=-2 * 10**9,
+                          st_ctime_ns=-3 * 10**9)  # fmt: skip
+    attr = fp.encode_stat(st_, 0o100644, 0, 0, 0)
+    assert fp.ATTR.unpack(attr)[3:9] == (-2, -2, -3, 500_000_000, 0, 0)
 
 
 def test_dirent_is_padded() -> None:

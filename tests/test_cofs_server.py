@@ -147,6 +147,31 @@ def test_handshake_and_requests(served: tuple[FrontEnd, Path]) -> None:
     assert read[16:] == b"hello from the share\n"
 
 
+def test_write_data_in_pieces_and_lying_writes(served: tuple[FrontEnd, Path]) -> None:
+    """A WRITE's data goes from its descriptors to the file; one whose sizes disagree is refused."""
+    front, tmp_path = served
+    front.setup_queue()
+    front.fuse(fp.Opcode.INIT, struct.pack("<IIII", 7, 31, 65536, 0))
+    nodeid = struct.unpack_from("<Q", front.fuse(fp.Opcode.LOOKUP, b"hello\0"), 16)[0]
+
+    def write(size: int, data: bytes) -> int:
+        """Header, write_in and data as three readable descriptors, as virtio-fs sends them."""
+        head = fp.IN_HEADER.pack(80 + len(data), fp.Opcode.WRITE, 99, nodeid, 0, 0, 0, 0, 0)
+        front.poke(BUF, head)
+        front.poke(BUF + 0x100, struct.pack("<QQIIQII", 0, 6, size, 0, 0, 0, 0))
+        front.poke(BUF + 0x200, data)
+        used = struct.unpack("<H", front.peek(USED + 2, 2))[0]
+        front.submit([(BUF, 40, 0), (BUF + 0x100, 40, 0), (BUF + 0x200, len(data), 0),
+                      (BUF + 0x8000, 64, 2)])  # fmt: skip
+        front.wait_used(used)
+        error = fp.OUT_HEADER.unpack_from(front.peek(BUF + 0x8000, 16))[1]
+        return error or struct.unpack_from("<I", front.peek(BUF + 0x8000 + 16, 4))[0]
+
+    assert write(5, b"WORLD") == 5
+    assert write(9, b"short") == -errno.EINVAL  # the size says more than came
+    assert (tmp_path / "share" / "hello").read_bytes() == b"hello WORLDthe share\n"
+
+
 def test_hostile_messages_and_requests_are_refused(served: tuple[FrontEnd, Path]) -> None:
     front, _ = served
     # Garbage, wrong sizes, a memory table without its descriptor, bad queue indices.

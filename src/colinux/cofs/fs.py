@@ -51,7 +51,6 @@ ROOT_ID = 1
 # is a round trip through the guest's virtqueue, the main cost of cofs.
 TIMEOUT = 1.0
 VIEW_PREFIX = b".cofs-view:"
-NO_ATTR = fp.Attr(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 NO_ENTRY = bytes(fp.ENTRY_OUT_SIZE)  # node id 0: READDIRPLUS carries no lookup
 MAX_WRITE = 1 << 20
 MAX_PAGES = 256
@@ -249,28 +248,20 @@ class ShareFileSystem:
     def _guest_kind(self, node: Node) -> int:
         return stat.S_IFMT(self._meta(node).mode) if self.meta else node.kind
 
-    def _attr(self, node: Node, st: os.stat_result) -> fp.Attr:
-        kind = stat.S_IFMT(st.st_mode)
-        rdev = 0
+    def _attr(self, node: Node, st: os.stat_result) -> bytes:
+        """The encoded fuse_attr the guest sees for ``node``."""
         if self.meta:
             m = self._meta(node, st)
-            mode, uid, gid, rdev = m.mode, m.uid, m.gid, m.rdev
+            return fp.encode_stat(st, m.mode, m.uid, m.gid, m.rdev)
+        view = self.views[node.view]
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            mode = kind | view.dmode
+        elif kind == stat.S_IFLNK:
+            mode = kind | 0o777
         else:
-            view = self.views[node.view]
-            uid, gid = view.uid, view.gid
-            if kind == stat.S_IFDIR:
-                mode = kind | view.dmode
-            elif kind == stat.S_IFLNK:
-                mode = kind | 0o777
-            else:
-                mode = kind | view.fmode
-        return fp.Attr(
-            ino=st.st_ino, size=st.st_size, blocks=st.st_blocks,
-            atime=int(st.st_atime), mtime=int(st.st_mtime), ctime=int(st.st_ctime),
-            atimensec=st.st_atime_ns % 10**9, mtimensec=st.st_mtime_ns % 10**9,
-            ctimensec=st.st_ctime_ns % 10**9, mode=mode, nlink=st.st_nlink,
-            uid=uid, gid=gid, rdev=rdev, blksize=st.st_blksize,
-        )  # fmt: skip
+            mode = kind | view.fmode
+        return fp.encode_stat(st, mode, view.uid, view.gid, 0)
 
     def _entry(self, parent: Node, name: bytes) -> bytes:
         """Look ``name`` up beneath ``parent``; count the lookup; the entry reply."""
@@ -405,7 +396,7 @@ class ShareFileSystem:
             return self._entry(parent, a.name)
         except FileNotFoundError:
             # Node id 0: "no such name", and the guest may cache that too.
-            return fp.encode_entry(0, NO_ATTR, TIMEOUT)
+            return fp.encode_entry(0, fp.NO_ATTR, TIMEOUT)
 
     def _lookup_view(self, spec: bytes) -> bytes:
         try:
@@ -618,7 +609,8 @@ class ShareFileSystem:
     def op_write(self, h: fp.InHeader, a: fp.WriteIn) -> bytes:
         self._writable()
         try:
-            return fp.encode_write_out(os.pwrite(self._io_fd(h.nodeid, a.fh), a.data, a.offset))
+            fd = self._io_fd(h.nodeid, a.fh)
+            return fp.encode_write_out(os.pwritev(fd, a.data, a.offset) if a.size else 0)
         except OSError as e:
             if e.errno == errno.EBADF:  # the host lets us only read it
                 raise OSError(errno.EACCES, "read-only on the host") from e

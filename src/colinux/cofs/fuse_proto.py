@@ -14,15 +14,18 @@ only ever sees well-formed values::
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from colinux.errors import ColinuxError
 
 IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 OUT_HEADER = struct.Struct("<IiQ")  # len error unique
-ATTR = struct.Struct("<QQQQQQIIIIIIIIII")  # 88 bytes
+ATTR = struct.Struct("<QQQqqqIIIIIIIIII")  # 88 bytes (times signed: before 1970 too)
+ENTRY_HEAD = struct.Struct("<QQQQII")  # nodeid generation entry_valid attr_valid (+nsec)
+ATTR_HEAD = struct.Struct("<QII")  # attr_valid attr_valid_nsec dummy
+WRITE_HEAD_SIZE = 40 + 40  # fuse_in_header + fuse_write_in: what precedes the data
 KERNEL_VERSION = 7
 KERNEL_MINOR = 31
 NAME_MAX = 255
@@ -106,8 +109,7 @@ class FuseProtocolError(ColinuxError):
     """A FUSE request that does not decode; answered with EINVAL when it can be."""
 
 
-@dataclass(frozen=True)
-class InHeader:
+class InHeader(NamedTuple):
     length: int
     opcode: int
     unique: int
@@ -117,35 +119,29 @@ class InHeader:
     pid: int
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     header: InHeader
     args: Any  # one of the *In dataclasses below, or None
 
 
-@dataclass(frozen=True)
-class NameIn:  # LOOKUP, UNLINK, RMDIR
+class NameIn(NamedTuple):  # LOOKUP, UNLINK, RMDIR
     name: bytes
 
 
-@dataclass(frozen=True)
-class ForgetIn:
+class ForgetIn(NamedTuple):
     nlookup: int
 
 
-@dataclass(frozen=True)
-class BatchForgetIn:
+class BatchForgetIn(NamedTuple):
     forgets: tuple[tuple[int, int], ...]  # (nodeid, nlookup)
 
 
-@dataclass(frozen=True)
-class GetattrIn:
+class GetattrIn(NamedTuple):
     flags: int
     fh: int
 
 
-@dataclass(frozen=True)
-class SetattrIn:
+class SetattrIn(NamedTuple):
     valid: int
     fh: int
     size: int
@@ -158,90 +154,77 @@ class SetattrIn:
     gid: int
 
 
-@dataclass(frozen=True)
-class MknodIn:
+class MknodIn(NamedTuple):
     mode: int
     rdev: int
     umask: int
     name: bytes
 
 
-@dataclass(frozen=True)
-class MkdirIn:
+class MkdirIn(NamedTuple):
     mode: int
     umask: int
     name: bytes
 
 
-@dataclass(frozen=True)
-class SymlinkIn:
+class SymlinkIn(NamedTuple):
     name: bytes
     target: bytes
 
 
-@dataclass(frozen=True)
-class RenameIn:
+class RenameIn(NamedTuple):
     newdir: int
     flags: int
     old: bytes
     new: bytes
 
 
-@dataclass(frozen=True)
-class LinkIn:
+class LinkIn(NamedTuple):
     oldnodeid: int
     name: bytes
 
 
-@dataclass(frozen=True)
-class OpenIn:
+class OpenIn(NamedTuple):
     flags: int
 
 
-@dataclass(frozen=True)
-class CreateIn:
+class CreateIn(NamedTuple):
     flags: int
     mode: int
     umask: int
     name: bytes
 
 
-@dataclass(frozen=True)
-class ReadIn:
+class ReadIn(NamedTuple):
     fh: int
     offset: int
     size: int
 
 
-@dataclass(frozen=True)
-class WriteIn:
+class WriteIn(NamedTuple):
     fh: int
     offset: int
     size: int
-    data: bytes
+    data: Sequence[bytes | memoryview]  # the data in pieces (for pwritev)
 
 
-@dataclass(frozen=True)
-class FhIn:  # RELEASE, FLUSH, FSYNC, RELEASEDIR, FSYNCDIR
+class FhIn(NamedTuple):  # RELEASE, FLUSH, FSYNC, RELEASEDIR, FSYNCDIR
     fh: int
     flags: int
 
 
-@dataclass(frozen=True)
-class InitIn:
+class InitIn(NamedTuple):
     major: int
     minor: int
     max_readahead: int
     flags: int
 
 
-@dataclass(frozen=True)
-class AccessIn:
+class AccessIn(NamedTuple):
     mask: int
 
 
-@dataclass(frozen=True)
-class FallocateIn:
+class FallocateIn(NamedTuple):
     fh: int
     offset: int
     length: int
@@ -274,97 +257,158 @@ def _need(data: bytes, size: int, what: str) -> None:
         raise FuseProtocolError(f"{what}: {len(data)} bytes, {size} needed")
 
 
-def decode_header(data: bytes) -> InHeader:
+def decode_header(data: bytes, size: int | None = None) -> InHeader:
+    """The request header at the start of ``data``, a request of ``size`` bytes (all of
+    ``data`` unless given)."""
     _need(data, IN_HEADER.size, "request header")
     length, opcode, unique, nodeid, uid, gid, pid, _extlen, _pad = IN_HEADER.unpack_from(data)
-    if length != len(data):
-        raise FuseProtocolError(f"request says {length} bytes, carries {len(data)}")
+    size = len(data) if size is None else size
+    if length != size:
+        raise FuseProtocolError(f"request says {length} bytes, carries {size}")
     return InHeader(length, opcode, unique, nodeid, uid, gid, pid)
 
 
 def decode_request(data: bytes) -> Request:
     """Decode one request; unknown opcodes decode with ``args=None``."""
     header = decode_header(data)
-    body = data[IN_HEADER.size :]
-    return Request(header, _decode_args(header.opcode, body))
+    decoder = _DECODERS.get(header.opcode)
+    return Request(header, decoder(data[IN_HEADER.size :]) if decoder else None)
 
 
-def _decode_args(op: int, body: bytes) -> Any:
-    if op in (Opcode.LOOKUP, Opcode.UNLINK, Opcode.RMDIR):
-        return NameIn(_name(body))
-    if op == Opcode.FORGET:
-        _need(body, 8, "forget")
-        return ForgetIn(struct.unpack_from("<Q", body)[0])
-    if op == Opcode.BATCH_FORGET:
-        _need(body, 8, "batch forget")
-        (count,) = struct.unpack_from("<I", body)
-        _need(body, 8 + 16 * count, "batch forget")
-        return BatchForgetIn(tuple(struct.iter_unpack("<QQ", body[8 : 8 + 16 * count])))
-    if op == Opcode.GETATTR:
-        _need(body, 16, "getattr")
-        return GetattrIn(*struct.unpack_from("<IxxxxQ", body))
-    if op == Opcode.SETATTR:
-        _need(body, 88, "setattr")
-        v = struct.unpack_from("<IxxxxQQQQQQIIIIxxxxIIxxxx", body)
-        return SetattrIn(v[0], v[1], v[2], v[4], v[5], v[7], v[8], v[10], v[11], v[12])
-    if op == Opcode.MKNOD:
-        _need(body, 16, "mknod")
-        mode, rdev, umask = struct.unpack_from("<III", body)
-        return MknodIn(mode, rdev, umask, _name(body[16:]))
-    if op == Opcode.MKDIR:
-        _need(body, 8, "mkdir")
-        mode, umask = struct.unpack_from("<II", body)
-        return MkdirIn(mode, umask, _name(body[8:]))
-    if op == Opcode.SYMLINK:
-        name, target = _two_names(body)
-        _check_name(name)
-        if not target or len(target) > 4095:
-            raise FuseProtocolError("bad symlink target")
-        return SymlinkIn(name, target)
-    if op in (Opcode.RENAME, Opcode.RENAME2):
-        size = 8 if op == Opcode.RENAME else 16
-        _need(body, size, "rename")
-        newdir = struct.unpack_from("<Q", body)[0]
-        flags = struct.unpack_from("<I", body, 8)[0] if op == Opcode.RENAME2 else 0
-        old, new = _two_names(body[size:])
-        _check_name(old)
-        _check_name(new)
-        return RenameIn(newdir, flags, old, new)
-    if op == Opcode.LINK:
-        _need(body, 8, "link")
-        return LinkIn(struct.unpack_from("<Q", body)[0], _name(body[8:]))
-    if op in (Opcode.OPEN, Opcode.OPENDIR):
-        _need(body, 8, "open")
-        return OpenIn(struct.unpack_from("<I", body)[0])
-    if op == Opcode.CREATE:
-        _need(body, 16, "create")
-        flags, mode, umask = struct.unpack_from("<III", body)
-        return CreateIn(flags, mode, umask, _name(body[16:]))
-    if op in (Opcode.READ, Opcode.READDIR, Opcode.READDIRPLUS):
-        _need(body, 40, "read")
-        fh, offset, size = struct.unpack_from("<QQI", body)
-        return ReadIn(fh, offset, size)
-    if op == Opcode.WRITE:
-        _need(body, 40, "write")
-        fh, offset, size = struct.unpack_from("<QQI", body)
-        if len(body) - 40 != size:
-            raise FuseProtocolError(f"write of {size} bytes carries {len(body) - 40}")
-        return WriteIn(fh, offset, size, body[40:])
-    if op in (Opcode.RELEASE, Opcode.RELEASEDIR, Opcode.FLUSH, Opcode.FSYNC, Opcode.FSYNCDIR):
-        _need(body, 16, "file handle")
-        fh, flags = struct.unpack_from("<QI", body)
-        return FhIn(fh, flags)
-    if op == Opcode.INIT:
-        _need(body, 16, "init")
-        return InitIn(*struct.unpack_from("<IIII", body))
-    if op == Opcode.ACCESS:
-        _need(body, 8, "access")
-        return AccessIn(struct.unpack_from("<I", body)[0])
-    if op == Opcode.FALLOCATE:
-        _need(body, 32, "fallocate")
-        fh, offset, length, mode = struct.unpack_from("<QQQI", body)
-        return FallocateIn(fh, offset, length, mode)
-    return None
+def decode_write_head(head: bytes, length: int, data: Sequence[memoryview]) -> Request:
+    """A WRITE whose data stays where it is: ``head`` is its first ``WRITE_HEAD_SIZE``
+    bytes, ``length`` the request's whole size and ``data`` views of the rest."""
+    _need(head, WRITE_HEAD_SIZE, "write")
+    header = decode_header(head, length)
+    if header.opcode != Opcode.WRITE:
+        raise FuseProtocolError(f"opcode {header.opcode} is not WRITE")
+    fh, offset, size = struct.unpack_from("<QQI", head, IN_HEADER.size)
+    if length - WRITE_HEAD_SIZE != size or sum(len(v) for v in data) != size:
+        raise FuseProtocolError(f"write of {size} bytes carries {length - WRITE_HEAD_SIZE}")
+    return Request(header, WriteIn(fh, offset, size, data))
+
+
+def _lookup_args(body: bytes) -> NameIn:  # LOOKUP, UNLINK, RMDIR
+    return NameIn(_name(body))
+
+
+def _forget(body: bytes) -> ForgetIn:
+    _need(body, 8, "forget")
+    return ForgetIn(struct.unpack_from("<Q", body)[0])
+
+
+def _batch_forget(body: bytes) -> BatchForgetIn:
+    _need(body, 8, "batch forget")
+    (count,) = struct.unpack_from("<I", body)
+    _need(body, 8 + 16 * count, "batch forget")
+    return BatchForgetIn(tuple(struct.iter_unpack("<QQ", body[8 : 8 + 16 * count])))
+
+
+def _getattr(body: bytes) -> GetattrIn:
+    _need(body, 16, "getattr")
+    return GetattrIn(*struct.unpack_from("<IxxxxQ", body))
+
+
+def _setattr(body: bytes) -> SetattrIn:
+    _need(body, 88, "setattr")
+    v = struct.unpack_from("<IxxxxQQQQQQIIIIxxxxIIxxxx", body)
+    return SetattrIn(v[0], v[1], v[2], v[4], v[5], v[7], v[8], v[10], v[11], v[12])
+
+
+def _mknod(body: bytes) -> MknodIn:
+    _need(body, 16, "mknod")
+    mode, rdev, umask = struct.unpack_from("<III", body)
+    return MknodIn(mode, rdev, umask, _name(body[16:]))
+
+
+def _mkdir(body: bytes) -> MkdirIn:
+    _need(body, 8, "mkdir")
+    mode, umask = struct.unpack_from("<II", body)
+    return MkdirIn(mode, umask, _name(body[8:]))
+
+
+def _symlink(body: bytes) -> SymlinkIn:
+    name, target = _two_names(body)
+    _check_name(name)
+    if not target or len(target) > 4095:
+        raise FuseProtocolError("bad symlink target")
+    return SymlinkIn(name, target)
+
+
+def _rename(body: bytes, size: int = 8) -> RenameIn:
+    _need(body, size, "rename")
+    newdir = struct.unpack_from("<Q", body)[0]
+    flags = struct.unpack_from("<I", body, 8)[0] if size == 16 else 0
+    old, new = _two_names(body[size:])
+    _check_name(old)
+    _check_name(new)
+    return RenameIn(newdir, flags, old, new)
+
+
+def _link(body: bytes) -> LinkIn:
+    _need(body, 8, "link")
+    return LinkIn(struct.unpack_from("<Q", body)[0], _name(body[8:]))
+
+
+def _open(body: bytes) -> OpenIn:  # OPEN, OPENDIR
+    _need(body, 8, "open")
+    return OpenIn(struct.unpack_from("<I", body)[0])
+
+
+def _create(body: bytes) -> CreateIn:
+    _need(body, 16, "create")
+    flags, mode, umask = struct.unpack_from("<III", body)
+    return CreateIn(flags, mode, umask, _name(body[16:]))
+
+
+def _read(body: bytes) -> ReadIn:  # READ, READDIR, READDIRPLUS
+    _need(body, 40, "read")
+    fh, offset, size = struct.unpack_from("<QQI", body)
+    return ReadIn(fh, offset, size)
+
+
+def _write(body: bytes) -> WriteIn:
+    _need(body, 40, "write")
+    fh, offset, size = struct.unpack_from("<QQI", body)
+    if len(body) - 40 != size:
+        raise FuseProtocolError(f"write of {size} bytes carries {len(body) - 40}")
+    return WriteIn(fh, offset, size, (body[40:],))
+
+
+def _fh(body: bytes) -> FhIn:  # RELEASE, FLUSH, FSYNC, RELEASEDIR, FSYNCDIR
+    _need(body, 16, "file handle")
+    fh, flags = struct.unpack_from("<QI", body)
+    return FhIn(fh, flags)
+
+
+def _init(body: bytes) -> InitIn:
+    _need(body, 16, "init")
+    return InitIn(*struct.unpack_from("<IIII", body))
+
+
+def _access(body: bytes) -> AccessIn:
+    _need(body, 8, "access")
+    return AccessIn(struct.unpack_from("<I", body)[0])
+
+
+def _fallocate(body: bytes) -> FallocateIn:
+    _need(body, 32, "fallocate")
+    fh, offset, length, mode = struct.unpack_from("<QQQI", body)
+    return FallocateIn(fh, offset, length, mode)
+
+
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    Opcode.LOOKUP: _lookup_args, Opcode.UNLINK: _lookup_args, Opcode.RMDIR: _lookup_args,
+    Opcode.FORGET: _forget, Opcode.BATCH_FORGET: _batch_forget, Opcode.GETATTR: _getattr,
+    Opcode.SETATTR: _setattr, Opcode.MKNOD: _mknod, Opcode.MKDIR: _mkdir,
+    Opcode.SYMLINK: _symlink, Opcode.RENAME: _rename,
+    Opcode.RENAME2: lambda body: _rename(body, 16), Opcode.LINK: _link,
+    Opcode.OPEN: _open, Opcode.OPENDIR: _open, Opcode.CREATE: _create,
+    Opcode.READ: _read, Opcode.READDIR: _read, Opcode.READDIRPLUS: _read, Opcode.WRITE: _write,
+    Opcode.RELEASE: _fh, Opcode.RELEASEDIR: _fh, Opcode.FLUSH: _fh, Opcode.FSYNC: _fh,
+    Opcode.FSYNCDIR: _fh, Opcode.INIT: _init, Opcode.ACCESS: _access,
+    Opcode.FALLOCATE: _fallocate,
+}  # fmt: skip
 
 
 # -- replies --------------------------------------------------------------
@@ -383,8 +427,7 @@ def encode_error(unique: int, errno_: int) -> bytes:
     return encode_out_header(unique, errno_, 0)
 
 
-@dataclass(frozen=True)
-class Attr:
+class Attr(NamedTuple):
     ino: int
     size: int
     blocks: int
@@ -403,18 +446,34 @@ class Attr:
 
 
 def encode_attr(a: Attr) -> bytes:
+    """A fuse_attr (``encode_entry`` and ``encode_attr_out`` take its bytes)."""
     return ATTR.pack(
         a.ino, a.size, a.blocks, a.atime, a.mtime, a.ctime, a.atimensec, a.mtimensec,
         a.ctimensec, a.mode, a.nlink, a.uid, a.gid, a.rdev, a.blksize, 0,
     )  # fmt: skip
 
 
-def encode_entry(nodeid: int, attr: Attr, timeout: float) -> bytes:
+def encode_stat(st: Any, mode: int, uid: int, gid: int, rdev: int) -> bytes:
+    """A fuse_attr from an ``os.stat_result``, with the owner and mode the guest sees."""
+    asec, ansec = divmod(st.st_atime_ns, 1_000_000_000)
+    msec, mnsec = divmod(st.st_mtime_ns, 1_000_000_000)
+    csec, cnsec = divmod(st.st_ctime_ns, 1_000_000_000)
+    return ATTR.pack(
+        st.st_ino, st.st_size, st.st_blocks, asec, msec, csec, ansec, mnsec, cnsec,
+        mode, st.st_nlink, uid, gid, rdev, st.st_blksize, 0,
+    )  # fmt: skip
+
+
+NO_ATTR = bytes(ATTR.size)
+
+
+def encode_entry(nodeid: int, attr: bytes, timeout: float) -> bytes:
+    """A fuse_entry_out; ``attr`` is an encoded fuse_attr."""
     sec, nsec = _split(timeout)
-    return struct.pack("<QQQQII", nodeid, 0, sec, sec, nsec, nsec) + encode_attr(attr)
+    return ENTRY_HEAD.pack(nodeid, 0, sec, sec, nsec, nsec) + attr
 
 
-ENTRY_OUT_SIZE = 40 + ATTR.size
+ENTRY_OUT_SIZE = ENTRY_HEAD.size + ATTR.size
 
 
 def entry_mode(entry: bytes) -> int:
@@ -422,9 +481,10 @@ def entry_mode(entry: bytes) -> int:
     return int(struct.unpack_from("<I", entry, 40 + 60)[0])
 
 
-def encode_attr_out(attr: Attr, timeout: float) -> bytes:
+def encode_attr_out(attr: bytes, timeout: float) -> bytes:
+    """A fuse_attr_out; ``attr`` is an encoded fuse_attr."""
     sec, nsec = _split(timeout)
-    return struct.pack("<QII", sec, nsec, 0) + encode_attr(attr)
+    return ATTR_HEAD.pack(sec, nsec, 0) + attr
 
 
 def encode_open(fh: int, open_flags: int = 0) -> bytes:

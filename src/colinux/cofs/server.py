@@ -44,6 +44,7 @@ log = logging.getLogger("colinux.cofs")
 MAX_REQUEST = MAX_WRITE + 64 * 1024  # the largest WRITE plus its header and arguments
 NUM_QUEUES = 2  # hiprio + one request queue
 VIRTIO_ID_FS = 26
+_WRITE = fp.Opcode.WRITE.to_bytes(4, "little")
 
 
 class _Queue:
@@ -154,26 +155,33 @@ class CofsServer:
         poller = select.poll()
         poller.register(self._conn.fileno(), select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
-        kicks: dict[int, int] = {}  # kick fd -> queue index
+        conn = self._conn.fileno()
+        kicks: dict[int, int] = {}  # kick fd -> queue index, request queues before hiprio
         while True:
             # Kick descriptors change with SET_VRING_KICK: keep the poll set in step.
-            wanted = {q.kick: i for i, q in enumerate(self._queues) if q.kick is not None}
+            wanted = {
+                q.kick: i for i, q in reversed(list(enumerate(self._queues))) if q.kick is not None
+            }
             if wanted != kicks:
                 for fd in kicks:
                     poller.unregister(fd)
                 for fd in wanted:
                     poller.register(fd, select.POLLIN)
                 kicks = wanted
-            events = dict(poller.poll())
-            if self._stop_r in events:
-                return "stop"
-            for fd, index in kicks.items():
-                if fd in events:
-                    drain(fd)
-                    self._process(index)
-            # Messages last: one may close the kick descriptors polled above.
-            if self._conn.fileno() in events and not self._message():
-                return "closed"
+            # Until the next vhost-user message, only kicks: no need to look again.
+            while True:
+                ready = {fd for fd, _ in poller.poll()}
+                if self._stop_r in ready:
+                    return "stop"
+                for fd, index in kicks.items():
+                    if fd in ready:
+                        drain(fd)
+                        self._process(index)
+                # Messages last: one may close the kick descriptors polled above.
+                if conn in ready:
+                    if not self._message():
+                        return "closed"
+                    break
 
     # -- vhost-user -----------------------------------------------------------------
 
@@ -332,15 +340,27 @@ class CofsServer:
     def _request(self, chain: Chain) -> int:
         """Serve one FUSE request; the number of bytes written into the chain."""
         assert self._fs is not None
-        data = chain.read_all(MAX_REQUEST)
-        try:
-            req = fp.decode_request(data)
-        except fp.FuseProtocolError as e:
-            log.warning("cofs %s: FUSE request refused: %s", self.tag, e)
-            if len(data) >= fp.IN_HEADER.size and chain.writable_size >= fp.OUT_HEADER.size:
-                unique = int.from_bytes(data[8:16], "little")
-                return chain.write(fp.encode_error(unique, errno.EINVAL))
-            return 0
+        size = chain.readable_size
+        if size > MAX_REQUEST:
+            raise DescriptorError(f"a request of more than {MAX_REQUEST} bytes")
+        req = None
+        first = chain.readable[0] if chain.readable else b""
+        if len(first) >= 8 and first[4:8] == _WRITE and size >= fp.WRITE_HEAD_SIZE:
+            # A WRITE's data goes from guest memory straight to the host file.
+            head = chain.read_prefix(fp.WRITE_HEAD_SIZE)
+            with contextlib.suppress(fp.FuseProtocolError):  # decoded again below, refused
+                views = chain.readable_views(fp.WRITE_HEAD_SIZE, size - fp.WRITE_HEAD_SIZE)
+                req = fp.decode_write_head(head, size, views)
+        if req is None:
+            data = chain.read_all(MAX_REQUEST)
+            try:
+                req = fp.decode_request(data)
+            except fp.FuseProtocolError as e:
+                log.warning("cofs %s: FUSE request refused: %s", self.tag, e)
+                if len(data) >= fp.IN_HEADER.size and chain.writable_size >= fp.OUT_HEADER.size:
+                    unique = int.from_bytes(data[8:16], "little")
+                    return chain.write(fp.encode_error(unique, errno.EINVAL))
+                return 0
         if req.header.opcode == fp.Opcode.READ:
             return self._read(chain, req)
         reply = self._fs.handle(req)

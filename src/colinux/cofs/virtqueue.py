@@ -90,11 +90,23 @@ class Chain:
     readable: list[memoryview] = field(default_factory=list)
     writable: list[memoryview] = field(default_factory=list)
 
+    @property
+    def readable_size(self) -> int:
+        return sum(len(v) for v in self.readable)
+
     def read_all(self, limit: int) -> bytes:
         """The request bytes; a chain claiming more than ``limit`` is refused, not copied."""
-        if sum(len(v) for v in self.readable) > limit:
+        if self.readable_size > limit:
             raise DescriptorError(f"a request of more than {limit} bytes")
         return b"".join(self.readable)
+
+    def read_prefix(self, length: int) -> bytes:
+        """The first ``length`` request bytes (fewer if the request is shorter)."""
+        return b"".join(_cut(self.readable, 0, length))
+
+    def readable_views(self, at: int, length: int) -> list[memoryview]:
+        """memoryviews covering ``length`` request bytes from byte ``at`` (for pwritev)."""
+        return _cut(self.readable, at, length)
 
     @property
     def writable_size(self) -> int:
@@ -103,34 +115,33 @@ class Chain:
     def write(self, data: bytes, at: int = 0) -> int:
         """Copy ``data`` into the writable buffers from byte ``at``; how many bytes fit."""
         done = 0
-        pos = 0
-        for v in self.writable:
-            if done == len(data):
-                break
-            end = pos + len(v)
-            if end > at:
-                start = max(at - pos, 0)
-                n = min(len(v) - start, len(data) - done)
-                v[start : start + n] = data[done : done + n]
-                done += n
-                at += n
-            pos = end
+        for v in _cut(self.writable, at, len(data)):
+            n = len(v)
+            v[:] = data[done : done + n]
+            done += n
         return done
 
     def writable_views(self, at: int, length: int) -> list[memoryview]:
         """memoryviews covering ``length`` writable bytes from byte ``at`` (for preadv)."""
-        views = []
-        pos = 0
-        for v in self.writable:
-            end = pos + len(v)
-            if end > at and length > 0:
-                start = max(at - pos, 0)
-                n = min(len(v) - start, length)
-                views.append(v[start : start + n])
-                length -= n
-                at += n
-            pos = end
-        return views
+        return _cut(self.writable, at, length)
+
+
+def _cut(views: list[memoryview], at: int, length: int) -> list[memoryview]:
+    """The parts of ``views`` (one buffer in pieces) covering [at, at + length)."""
+    out = []
+    pos = 0
+    for v in views:
+        if length <= 0:
+            break
+        end = pos + len(v)
+        if end > at:
+            start = max(at - pos, 0)
+            n = min(len(v) - start, length)
+            out.append(v if start == 0 and n == len(v) else v[start : start + n])
+            length -= n
+            at += n
+        pos = end
+    return out
 
 
 class Virtqueue:
@@ -198,12 +209,15 @@ class Virtqueue:
             v.release()
 
 
+_ONE = (1).to_bytes(8, "little")
+
+
 def signal(fd: int | None) -> None:
     """Raise an eventfd (the call fd) so the guest sees the used ring."""
     if fd is not None:
         # BlockingIOError: the counter is saturated, the guest will look anyway.
         with contextlib.suppress(BlockingIOError):
-            os.write(fd, (1).to_bytes(8, "little"))
+            os.write(fd, _ONE)
 
 
 def drain(fd: int) -> None:
