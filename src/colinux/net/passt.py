@@ -59,6 +59,8 @@ class FrameRelay:
             thread.start()
 
     def _from_guests(self) -> None:
+        # One buffer, the length in front of each frame: one send per frame, no copies.
+        buffer = memoryview(bytearray(4 + FRAME_MAX))
         while True:
             try:
                 guest, _ = self.listener.accept()
@@ -66,24 +68,47 @@ class FrameRelay:
                 return  # closed: stopping
             self.guest = guest
             with guest:
-                while frame := guest.recv(FRAME_MAX):
+                while True:
                     try:
-                        self._send_to_passt(frame)
+                        size = guest.recv_into(buffer[4:])
+                    except OSError:
+                        break  # the engine is gone (killed, rebooting)
+                    if size == 0:
+                        break
+                    buffer[:4] = size.to_bytes(4, "big")
+                    try:
+                        self.passt.sendall(buffer[: 4 + size])
                     except OSError:
                         return  # passt is gone
             self.guest = None
 
-    def _send_to_passt(self, frame: bytes) -> None:
-        self.passt.sendall(len(frame).to_bytes(4, "big") + frame)
-
     def _to_guest(self) -> None:
-        with self.passt.makefile("rb", buffering=1 << 20) as stream:
-            while len(header := stream.read(4)) == 4:
-                frame = stream.read(int.from_bytes(header, "big"))
+        # Read as much of passt's stream as there is; hand the engine each whole frame.
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        have = 0
+        while True:
+            try:
+                got = self.passt.recv_into(view[have:])
+            except OSError:
+                return
+            if got == 0:
+                return  # passt is gone
+            have += got
+            start = 0
+            while have - start >= 4:
+                size = int.from_bytes(view[start : start + 4], "big")
+                if size > FRAME_MAX:
+                    return  # not passt's framing: give up rather than misread
+                if have - start < 4 + size:
+                    break
                 guest = self.guest
                 if guest is not None:
                     with contextlib.suppress(OSError):
-                        guest.send(frame)
+                        guest.send(view[start + 4 : start + 4 + size])
+                start += 4 + size
+            buffer[: have - start] = buffer[start:have]
+            have -= start
 
     def stop(self) -> None:
         for sock in (self.listener, self.passt, self.guest):
