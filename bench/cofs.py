@@ -1,8 +1,8 @@
 """cofs benchmark: postmark and sequential I/O on a cofs share, the disk image and the host.
 
 Runs Debian's ``postmark`` (as the seed did) in one default guest on a flat
-cofs share and on an ext4 disk image (cobd0, UML's ubd), then on the host
-directory natively, and prints KB/s read and written with the ratios
+cofs share, a meta cofs share and an ext4 disk image (cobd0, UML's ubd), then
+on the host directory natively, and prints KB/s read and written with the ratios
 cofs/disk-image and cofs/host, plus large sequential write/read MB/s (dd,
 with the guest's page cache dropped before reading)::
 
@@ -60,17 +60,18 @@ timed() {
     read -r t1 _ </proc/uptime
     echo "seconds $t0 $t1"
 }
-mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/disk
+mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/meta /mnt/disk
 mount -t cofs cofs1 /mnt/tools
 cp /mnt/tools/libc.so.6 /lib/x86_64-linux-gnu/
 cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
 mount -t cofs cofs0 /mnt/flat
+mount -t cofs cofs2 /mnt/meta
 mount /dev/cobd0 /mnt/disk
-for target in flat disk; do
+for target in flat meta disk; do
     dir=/mnt/$target/pm
     mkdir -p $dir
     echo "== postmark $target"
-    /mnt/tools/postmark /mnt/tools/pm-$target.cfg 2>&1 | grep megabytes
+    /mnt/tools/postmark /mnt/tools/pm-$target.cfg 2>&1 | grep -E "megabytes|seconds"
     rm -rf $dir
     echo "== seqwrite $target"
     timed dd if=/dev/zero of=/mnt/$target/seq bs=1M count=SEQMB conv=fsync
@@ -96,12 +97,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="colinux-bench-cofs-") as tmp:
         base = Path(tmp)
         share, tools, native = base / "share", base / "tools", base / "native"
-        for d in (share, tools, native):
+        meta_share = base / "meta"
+        for d in (share, tools, native, meta_share):
             d.mkdir()
         shutil.copy(postmark, tools / "postmark")
         for lib in LIBS:
             shutil.copy(lib, tools / Path(lib).name)
-        for target in ("flat", "disk"):
+        for target in ("flat", "meta", "disk"):
             script = postmark_script(f"/mnt/{target}/pm", ns.files, ns.transactions)
             (tools / f"pm-{target}.cfg").write_text(script)
         image = base / "disk.img"
@@ -110,7 +112,8 @@ def main() -> int:
         guest = GUEST.replace("SEQMB", str(ns.seq_mb))
         result = subprocess.run(
             [str(BIN / "colinux"), "run", "--no-share", f"mem={ns.mem}", f"cofs0={share}",
-             f"cofs1={tools},ro", f"cobd0={image}", "--", "sh", "-c", guest],
+             f"cofs1={tools},ro", f"cofs2={meta_share},meta", f"cobd0={image}",
+             "--", "sh", "-c", guest],
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         if ns.verbose:
@@ -136,21 +139,17 @@ def main() -> int:
         )
     rows = {
         "cofs flat": parse_postmark(sections["postmark flat"]),
+        "cofs meta": parse_postmark(sections["postmark meta"]),
         "disk image (ubd, ext4)": parse_postmark(sections["postmark disk"]),
         "host natively": parse_postmark(host.stdout),
     }
     mb = ns.seq_mb
+    targets = {"cofs flat": "flat", "cofs meta": "meta", "disk image (ubd, ext4)": "disk"}
     seqs = {
-        "cofs flat": (
-            parse_timed(sections["seqwrite flat"], mb),
-            parse_timed(sections["seqread flat"], mb),
-        ),
-        "disk image (ubd, ext4)": (
-            parse_timed(sections["seqwrite disk"], mb),
-            parse_timed(sections["seqread disk"], mb),
-        ),
-        "host natively": (_gnu_dd(w.stderr), _gnu_dd(r.stderr)),
+        name: tuple(parse_timed(sections[f"seq{kind} {t}"], mb) for kind in ("write", "read"))
+        for name, t in targets.items()
     }
+    seqs["host natively"] = (_gnu_dd(w.stderr), _gnu_dd(r.stderr))
     disk, native_rates = rows["disk image (ubd, ext4)"], rows["host natively"]
     print(f"postmark: {ns.files} files, {ns.transactions} transactions; dd: {ns.seq_mb} MiB")
     print()

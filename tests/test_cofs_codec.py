@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colinux.cofs import fuse_proto as fp
+from colinux.cofs import meta
 from colinux.cofs import vhost_user as vu
 from colinux.cofs.fs import ShareFileSystem, View
 from colinux.cofs.virtqueue import DescriptorError, GuestMemory, Virtqueue
@@ -369,3 +370,29 @@ def test_more_files_than_descriptors(tmp_path: Path) -> None:
         assert _getattr_error(fs, nodes[3]) == errno.ESTALE
     finally:
         fs.close()
+
+
+def test_meta_create_stamps_only_new_files(tmp_path: Path) -> None:
+    """A guest's open(O_CREAT) of a file that is there keeps its metadata; a new file gets
+    the guest's owner and mode, and none is written when the host's already say it."""
+    (tmp_path / "old").write_bytes(b"host file")
+    fs = ShareFileSystem(str(tmp_path), meta=True)
+    umask = os.umask(0o022)
+    os.umask(umask)
+
+    def create(name: bytes, uid: int, mode: int) -> None:
+        body = struct.pack("<IIII", os.O_RDWR | os.O_CREAT, mode, 0, 0) + name + b"\0"
+        data = fp.IN_HEADER.pack(40 + len(body), fp.Opcode.CREATE, 7, 1, uid, uid, 0, 0, 0)
+        reply = fs.handle(fp.decode_request(data + body))
+        assert reply is not None and fp.OUT_HEADER.unpack_from(reply)[1] == 0
+
+    try:
+        create(b"old", 1000, 0o600)
+        create(b"mine", 1000, 0o600)
+        create(b"roots", 0, 0o666 & ~umask)
+    finally:
+        fs.close()
+    assert meta.read(str(tmp_path / "old")) is None
+    assert meta.read(str(tmp_path / "mine")) == meta.Meta(0o100600, 1000, 1000)
+    assert meta.read(str(tmp_path / "roots")) is None  # shows the host's mode, owned by root
+    assert (tmp_path / "old").read_bytes() == b"host file"

@@ -18,7 +18,8 @@ Value (24 bytes, little-endian)::
 Types the host cannot (or, unprivileged, may not) create are stored as
 regular host files: a symlink is a file holding its target, a device node,
 FIFO or socket an empty file; ``st_mode`` says what the guest sees. A host
-file without the attribute shows its host mode, owned by root.
+file without the attribute shows its host mode, owned by root; so a file or
+directory the guest makes as root with the mode the host gave it gets none.
 """
 
 from __future__ import annotations
