@@ -590,12 +590,13 @@ def _disk_value(device: BlockDevice) -> str:
         parts = raw.split(",")
         plain = len(parts) == 1 or not all(_is_disk_option(p) for p in parts[1:])
         return _single_quote(raw) if plain else quote_field(raw, always=True)
-    value = quote_field(raw)
-    if device.readonly:
-        value += ",ro"
-    if device.cow is not None:
-        value += "," + quote_field("cow=" + device.cow.raw)
-    return value
+    options = (["ro"] if device.readonly else []) + (
+        [quote_field("cow=" + device.cow.raw)] if device.cow is not None else []
+    )
+    # A quoted path makes the reader split the fields honouring quotes; an
+    # unquoted one is split on every comma, which only plain fields survive.
+    plain = not any("," in f or '"' in f for f in [raw, *options])
+    return ",".join([raw if plain else quote_field(raw, always=True), *options])
 
 
 def _network_value(card: NetworkCard) -> str:

@@ -41,6 +41,9 @@ GUEST_FILES = (
     ("usr/lib/colinux/boot.d/05-kmsg", "kmsg-forward", 0o755),
     ("usr/lib/colinux/boot.d/10-network", "network-boot", 0o755),
     ("usr/lib/colinux/udhcpc-script", "udhcpc-script", 0o755),
+    # For a udev-run root it hands over to (init puts them in /run): /dev/cobdN names.
+    ("usr/lib/colinux/cobd-names", "cobd-names", 0o755),
+    ("usr/lib/colinux/udev.rules", "debian-udev.rules", 0o644),
 )
 # Kernel modules of the UML kernel the default guest carries, relative to
 # /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).
