@@ -11,6 +11,7 @@ import http.server
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import Colinux
+from conftest import Colinux, wait_until
 
 BLOB = os.urandom(3 << 20)
 
@@ -260,3 +261,24 @@ def test_ordinary_user_gets_slirp(test_user: str, host_server: int) -> None:
         shutil.rmtree(top)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == hashlib.md5(BLOB).hexdigest()
+
+
+def test_network_comes_back_after_a_reboot(colinux: Colinux, stack: str, host_server: int) -> None:
+    # The backends outlive the engine: a rebooted guest gets a new engine on them.
+    from test_daemon import Terminal, listed
+
+    daemon = colinux.popen("-d", "--name", "netboot", program="colinux-daemon")
+    try:
+        assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["netboot"])
+        console = Terminal(colinux, "console", "netboot")
+        console.read_until(b"netboot:/root# ")
+        daemon.send_signal(signal.SIGHUP)  # Ctrl-Alt-Del: a reboot
+        console.read_until(b"Run /init", timeout=30)
+        console.read_until(b"netboot:/root# ", timeout=30)
+        console.type(f"wget -q -O - http://10.0.2.2:{host_server}/ | md5sum\r".encode())
+        console.read_until(hashlib.md5(BLOB).hexdigest().encode(), timeout=30)
+        console.type(b"\x1d")
+        assert console.close() == 0
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0

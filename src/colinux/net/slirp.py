@@ -36,11 +36,13 @@ GUEST_ADDRESS = "10.0.2.15"
 # engine), so 32000, with a margin.
 MTU = 32000
 
-# Runs as root of the new namespaces: wait for the TAP devices, bring them
-# up with the large MTU (no addresses: they belong to the guest), then run
-# the sandbox ("$@").
-# The pipe is opened by path: sh redirects only descriptors 0-9.
+# Runs as root of the new namespaces: say the namespaces exist (slirp4netns
+# must not join the engine's before unshare has made them, or it joins the
+# daemon's), wait for the TAP devices, bring them up with the large MTU (no
+# addresses: they belong to the guest), then run the sandbox ("$@").
+# The pipes are opened by path: sh redirects only descriptors 0-9.
 _WRAPPER_SCRIPT = """
+echo up >/proc/self/fd/{up} || exit 1
 read -r go </proc/self/fd/{fd} || exit 1
 for tap in {taps}; do ip link set "$tap" mtu {mtu} up || exit 1; done
 exec "$@"
@@ -70,6 +72,7 @@ class SlirpNetwork(Backend):
         self._go: int | None = None  # the daemon's end of the wrapper's pipe
         self._wait_fd: int | None = None  # the wrapper's end
         self._exit_fds: list[int] = []
+        self._up: tuple[int, int] | None = None  # the wrapper's "namespaces made" pipe
 
     async def start(self) -> Wiring:
         for tool in ("slirp4netns", "unshare", "ip"):
@@ -88,8 +91,11 @@ class SlirpNetwork(Backend):
         read_end, self._go = os.pipe()
         os.set_inheritable(read_end, True)
         self._wait_fd = read_end
+        self._up = os.pipe()
+        os.set_inheritable(self._up[1], True)
+        os.set_blocking(self._up[0], False)
         taps = " ".join(_tap(c) for c in self.cards)
-        script = _WRAPPER_SCRIPT.format(fd=read_end, mtu=MTU, taps=taps)
+        script = _WRAPPER_SCRIPT.format(fd=read_end, up=self._up[1], mtu=MTU, taps=taps)
         args = tuple(
             f"vec{c.index}:transport=raw,ifname={_tap(c)},mac={card_mac(c, self.guest)},mtu={MTU}"
             for c in self.cards
@@ -97,7 +103,7 @@ class SlirpNetwork(Backend):
         cards = ",".join(f"{c.index}:slirp" for c in self.cards)
         return Wiring(
             kernel_args=(*args, f"colinux.net={cards}"),
-            fds=(read_end,),
+            fds=(read_end, self._up[1]),
             wrapper=("unshare", "--user", "--map-root-user", "--net", "--",
                      "/bin/sh", "-c", script, "colinux-net"),
             share_net=True,  # the wrapper's namespace, where the TAP devices are
@@ -106,7 +112,9 @@ class SlirpNetwork(Backend):
 
     async def engine_started(self, pid: int) -> None:
         await self._stop_processes()  # a reboot: the old namespace is gone
-        assert self._go is not None
+        assert self._go is not None and self._up is not None
+        if not await _read_line(self._up[0], timeout=30):
+            raise ColinuxError("slirp: the engine's network namespace was not made (unshare)")
         for card in self.cards:
             await self._attach(card, pid)
         # One line per boot: a rebooted guest's new wrapper waits on the same pipe.
@@ -156,13 +164,32 @@ class SlirpNetwork(Backend):
 
     async def stop(self) -> None:
         await self._stop_processes()
-        for fd in (self._go, self._wait_fd):
+        for fd in (self._go, self._wait_fd, *(self._up or ())):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._go = self._wait_fd = None
+        self._go = self._wait_fd = self._up = None
         for card in self.cards:
             (self.state_dir / f"slirp{card.index}.sock").unlink(missing_ok=True)
+
+
+async def _read_line(fd: int, *, timeout: float) -> bool:
+    """Wait for one line on a non-blocking pipe; whether it came in time."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await asyncio.wait_for(readable, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return os.read(fd, 64).endswith(b"\n")
 
 
 def _forward(api: Path, redirection: Redirection, offset: int, index: int) -> None:
