@@ -6,7 +6,7 @@ on the host directory natively, and prints KB/s read and written with the ratios
 cofs/disk-image and cofs/host, plus large sequential write/read MB/s (dd,
 with the guest's page cache dropped before reading)::
 
-    .venv/bin/python bench/cofs.py [--files 2000] [--transactions 10000] [--seq-mb 64]
+    .venv/bin/python bench/cofs.py [--files 2000] [--transactions 10000] [--seq-mb 64] [--rounds 2]
 
 postmark and its C library are shipped to the guest on a second,
 read-only share. Needs the Debian packages postmark and e2fsprogs.
@@ -20,9 +20,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+TARGETS = ("flat", "meta", "disk")
+NAMES = ("cofs flat", "cofs meta", "disk image (ubd, ext4)")
 LIBS = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
 
 
@@ -67,7 +70,7 @@ cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
 mount -t cofs cofs0 /mnt/flat
 mount -t cofs cofs2 /mnt/meta
 mount /dev/cobd0 /mnt/disk
-for target in flat meta disk; do
+for target in ORDER; do
     dir=/mnt/$target/pm
     mkdir -p $dir
     echo "== postmark $target"
@@ -88,6 +91,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--transactions", type=int, default=10000)
     parser.add_argument("--seq-mb", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each; the best is kept")
     parser.add_argument("--mem", type=int, default=256, help="guest memory, MB")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the guest's output")
     ns = parser.parse_args()
@@ -109,7 +113,10 @@ def main() -> int:
         image = base / "disk.img"
         size_mb = max(256, ns.seq_mb * 2 + 128)
         subprocess.run(["mke2fs", "-q", "-t", "ext4", "-F", str(image), f"{size_mb}M"], check=True)
-        guest = GUEST.replace("SEQMB", str(ns.seq_mb))
+        # Rounds alternate the order (flat meta disk, disk meta flat, ...) and the best of
+        # each is kept: the machine's load changes from one minute to the next.
+        order = [t for i in range(ns.rounds) for t in TARGETS[:: -1 if i % 2 else 1]]
+        guest = GUEST.replace("SEQMB", str(ns.seq_mb)).replace("ORDER", " ".join(order))
         result = subprocess.run(
             [str(BIN / "colinux"), "run", "--no-share", f"mem={ns.mem}", f"cofs0={share}",
              f"cofs1={tools},ro", f"cofs2={meta_share},meta", f"cobd0={image}",
@@ -120,38 +127,41 @@ def main() -> int:
             print(result.stdout)
         if result.returncode != 0:
             raise SystemExit(f"the guest failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-        sections = dict(
-            (m.group(1), m.group(2))
-            for m in re.finditer(r"== (\w+ \w+)\n(.*?)(?=\n== |\Z)", result.stdout, re.S)
-        )
+        sections: dict[str, list[str]] = {}
+        for m in re.finditer(r"== (\w+ \w+)\n(.*?)(?=\n== |\Z)", result.stdout, re.S):
+            sections.setdefault(m.group(1), []).append(m.group(2))
         # The host natively, same postmark parameters.
-        host = subprocess.run(
-            [postmark], input=postmark_script(str(native), ns.files, ns.transactions),
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        seq = native / "seq"
-        w = subprocess.run(
-            ["dd", "if=/dev/zero", f"of={seq}", "bs=1M", f"count={ns.seq_mb}", "conv=fsync"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        r = subprocess.run(
-            ["dd", f"if={seq}", "of=/dev/null", "bs=1M"], capture_output=True, text=True, check=True
-        )
-    rows = {
-        "cofs flat": parse_postmark(sections["postmark flat"]),
-        "cofs meta": parse_postmark(sections["postmark meta"]),
-        "disk image (ubd, ext4)": parse_postmark(sections["postmark disk"]),
-        "host natively": parse_postmark(host.stdout),
-    }
+        host, seq_host = [], []
+        for _ in range(ns.rounds):
+            host.append(parse_postmark(subprocess.run(
+                [postmark], input=postmark_script(str(native), ns.files, ns.transactions),
+                capture_output=True, text=True, check=True,
+            ).stdout))  # fmt: skip
+            seq = native / "seq"
+            w = subprocess.run(
+                ["dd", "if=/dev/zero", f"of={seq}", "bs=1M", f"count={ns.seq_mb}", "conv=fsync"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            r = subprocess.run(
+                ["dd", f"if={seq}", "of=/dev/null", "bs=1M"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            seq_host.append((_gnu_dd(w.stderr), _gnu_dd(r.stderr)))
     mb = ns.seq_mb
-    targets = {"cofs flat": "flat", "cofs meta": "meta", "disk image (ubd, ext4)": "disk"}
-    seqs = {
-        name: tuple(parse_timed(sections[f"seq{kind} {t}"], mb) for kind in ("write", "read"))
-        for name, t in targets.items()
-    }
-    seqs["host natively"] = (_gnu_dd(w.stderr), _gnu_dd(r.stderr))
+    rows, seqs = {}, {}
+    for name, t in zip(NAMES, TARGETS, strict=True):
+        rows[name] = _best(parse_postmark(text) for text in sections[f"postmark {t}"])
+        seqs[name] = _best(
+            (parse_timed(w, mb), parse_timed(r, mb))
+            for w, r in zip(sections[f"seqwrite {t}"], sections[f"seqread {t}"], strict=True)
+        )
+    rows["host natively"] = _best(host)
+    seqs["host natively"] = _best(seq_host)
     disk, native_rates = rows["disk image (ubd, ext4)"], rows["host natively"]
-    print(f"postmark: {ns.files} files, {ns.transactions} transactions; dd: {ns.seq_mb} MiB")
+    print(
+        f"postmark: {ns.files} files, {ns.transactions} transactions; dd: {ns.seq_mb} MiB; "
+        f"best of {ns.rounds} rounds"
+    )
     print()
     print("| where | read KB/s | write KB/s | read vs disk | write vs disk | read vs host "
           "| write vs host | seq write MB/s | seq read MB/s |")  # fmt: skip
@@ -163,6 +173,12 @@ def main() -> int:
             f"| {rd / native_rates[0]:.2f} | {wr / native_rates[1]:.2f} | {sw:.1f} | {sr:.1f} |"
         )
     return 0
+
+
+def _best(pairs: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """The best (largest) of each member of the pairs."""
+    firsts, seconds = zip(*pairs, strict=True)
+    return max(firsts), max(seconds)
 
 
 def _gnu_dd(text: str) -> float:

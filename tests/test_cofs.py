@@ -256,3 +256,27 @@ def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path
     assert guest.returncode == 0, err
     assert out.decode().split("\n")[0] == "second version, longer"
     assert "new-on-host" in out.decode().split()
+
+
+def test_100k_files_in_one_directory_and_guest_links(colinux: Colinux, tmp_path: Path) -> None:
+    """A directory of 100k files lists whole in the guest; a guest's hard link is to a file
+    it reached inside the share (host symlinks out of it are refused as link sources)."""
+    share = tmp_path / "share"
+    many = share / "many"
+    many.mkdir(parents=True)
+    for i in range(100_000):
+        os.close(os.open(many / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    (tmp_path / "secret").write_bytes(SECRET)
+    os.symlink(str(tmp_path / "secret"), share / "abs")
+    script = r"""
+    mkdir -p /mnt/m && mount -t cofs cofs0 /mnt/m && cd /mnt/m
+    echo new > many/g && ls -a many | wc -l
+    ls -l many/f99999 | awk '{ print $5 }'
+    ln abs hard 2>/dev/null || echo link-refused
+    ln many/g many/h && cat many/h
+    """
+    result = run_sh(colinux, script, f"cofs0={share},meta", "--no-share", "mem=256")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().split() == ["100003", "0", "link-refused", "new"]
+    assert not (share / "hard").exists() and (tmp_path / "secret").stat().st_nlink == 1
+    assert os.path.samefile(many / "g", many / "h")
