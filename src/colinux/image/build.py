@@ -52,10 +52,12 @@ UML_MODULES_DIR = Path("/usr/lib/uml/modules")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
+# The swap is noauto: colinux's udev rule starts it when cobd1 is there, so
+# a guest given no cobd1 boots without waiting 90 s for it.
 FSTAB = """\
 # colinux: cobd0 is the root, cobd1 the swap (udev names them, see /usr/lib/colinux/cobd-names)
 /dev/cobd0  /     ext4  defaults,errors=remount-ro  0  1
-/dev/cobd1  none  swap  sw,nofail  0  0
+/dev/cobd1  none  swap  sw,noauto  0  0
 """
 
 Progress = Callable[[str], None]
