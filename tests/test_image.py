@@ -80,6 +80,9 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         print(f"\nbuilt the Debian test image in {time.monotonic() - started:.0f} s")
         (building / "root.img").rename(image)
         shutil.rmtree(building)
+        for old in cache.glob("debian-*.img"):  # images of older inputs
+            if old != image:
+                old.unlink(missing_ok=True)
     return {"image": image, "key": key}
 
 
@@ -344,6 +347,15 @@ def test_cow_on_a_busybox_guest(colinux: Colinux, tmp_path: Path) -> None:
         "mount /dev/cobd1 /mnt && cat /mnt/greeting",
     )  # fmt: skip
     assert again.stdout == b"hello\n", again.stderr
+    # Not while a guest uses the COW file.
+    assert colinux.run("start", "user", f"cobd1={disk},cow={cow}").returncode == 0
+    try:
+        busy = colinux.run("image", "commit", str(cow))
+        assert busy.returncode == 2
+        assert b"in use by guest 'user'" in busy.stderr
+    finally:
+        colinux.run("stop", "user")
+    assert sha256(disk) == before
     assert colinux.run("image", "commit", str(cow)).returncode == 0
     plain = colinux.run(
         "run", f"cobd1={disk}", "--", "sh", "-c", "mount /dev/cobd1 /mnt && cat /mnt/greeting"
@@ -472,5 +484,56 @@ def test_ordinary_user_makes_swap_and_reads_a_root_owned_image(tmp_path: Path) -
         )  # fmt: skip
         assert cow.returncode == 0, cow.stderr
         assert cow.stdout == b"written\n"
+    finally:
+        shutil.rmtree(top)
+
+
+def test_ordinary_user_builds_a_root_image() -> None:
+    # mmdebstrap --mode=unshare: a user namespace mapped onto the user's
+    # subordinate ids, which the test user gets here if it has none.
+    import defusedxml
+
+    import colinux
+
+    if os.getuid() != 0:
+        pytest.skip("runs a second user through runuser, as root")
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    if f"{TEST_USER}:" not in Path("/etc/subuid").read_text(errors="replace"):
+        subprocess.run(
+            ["usermod", "--add-subuids", "300000-365535", "--add-subgids", "300000-365535",
+             TEST_USER],
+            check=True,
+        )  # fmt: skip
+    top = Path(os.path.realpath("/tmp")) / f"colinux-image-build-{os.getpid()}"
+    top.mkdir()
+    try:
+        lib = top / "lib"
+        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
+        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        work = top / "work"
+        work.mkdir()
+        shutil.chown(work, TEST_USER)
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(lib), "HOME": str(work)}
+        result = subprocess.run(
+            ["/usr/sbin/runuser", "-u", TEST_USER, "--", "/usr/bin/python3", "-m", "colinux.cli",
+             "image", "root", "user.img", "--size", "1G"],
+            capture_output=True, env=env, cwd=work, timeout=1200,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert b"unshare" in result.stdout
+        image = work / "user.img"
+        assert image.stat().st_uid == pwd.getpwnam(TEST_USER).pw_uid
+        assert sorted(p.name for p in work.iterdir()) == ["user.img"]  # nothing left over
+        assert fsck_clean(image).returncode == 0
+        # Inside, the files are root's as in Debian: passwd is setuid root.
+        stat = subprocess.run(
+            ["debugfs", "-R", "stat /usr/bin/passwd", str(image)], capture_output=True, check=True
+        ).stdout.decode()
+        assert "Mode:  04755" in stat and "User:     0   Group:     0" in stat
     finally:
         shutil.rmtree(top)
