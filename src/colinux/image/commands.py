@@ -1,9 +1,10 @@
-"""``colinux image``: make root and swap images, commit COW files.
+"""``colinux image``: make root and swap images, commit COW files::
 
 colinux image root root.img --size 2G [--suite bookworm] [--packages a,b]
-                   [--hostname H] [--root-password PW | --ssh-key KEY.pub]
+                   [--hostname H] [--root-password PW] [--ssh-key KEY.pub]
 colinux image swap swap.img --size 256M
 colinux image commit guest.cow
+colinux image initrd initrd.gz      # the default guest, as an initrd for disk roots
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def add_image_parser(sub: argparse._SubParsersAction, parser_class: type) -> Non
     swap.add_argument("--size", required=True, help="image size: 256M, 1G...")
     commit = actions.add_parser("commit", help="merge a COW file into its base image")
     commit.add_argument("cow")
+    initrd = actions.add_parser(
+        "initrd", help="write the default guest as an initrd (gzip), e.g. the seed's initrd.gz"
+    )
+    initrd.add_argument("path")
 
 
 def image_command(ns: argparse.Namespace) -> int:
@@ -85,4 +90,18 @@ def image_command(ns: argparse.Namespace) -> int:
             count = commit_cow(ns.cow)
         print(f"committed {count} sectors of {ns.cow} into {header.backing_file}", file=sys.stdout)
         return 0
-    raise UserError("colinux image: expected an action: root, swap or commit")
+    if ns.image_command == "initrd":
+        import gzip
+
+        from colinux.guest.image import build_initramfs
+
+        try:
+            with open(ns.path, "xb") as f:
+                f.write(gzip.compress(build_initramfs(), 6))
+        except FileExistsError:
+            raise UserError(f"{ns.path}: already exists (colinux does not overwrite it)") from None
+        except OSError as error:
+            raise UserError(f"{ns.path}: {error.strerror}") from None
+        print(f"wrote the default guest as {ns.path} (initrd={ns.path} root=/dev/cobd0)")
+        return 0
+    raise UserError("colinux image: expected an action: root, swap, commit or initrd")
