@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,42 @@ def test_write_data_in_pieces_and_lying_writes(served: tuple[FrontEnd, Path]) ->
     assert write(5, b"WORLD") == 5
     assert write(9, b"short") == -errno.EINVAL  # the size says more than came
     assert (tmp_path / "share" / "hello").read_bytes() == b"hello WORLDthe share\n"
+
+
+def test_a_slow_fsync_holds_no_other_request(
+    served: tuple[FrontEnd, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync runs on a worker: requests behind it are answered before it ends."""
+    front, _ = served
+    front.setup_queue()
+    front.fuse(fp.Opcode.INIT, struct.pack("<IIII", 7, 31, 65536, 0))
+    nodeid = struct.unpack_from("<Q", front.fuse(fp.Opcode.LOOKUP, b"hello\0"), 16)[0]
+    release, synced = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        release.wait(10)
+        real_fsync(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    head = fp.IN_HEADER.pack(56, fp.Opcode.FSYNC, 7, nodeid, 0, 0, 0, 0, 0)
+    front.poke(BUF + 0x1000, head + struct.pack("<QII", 0, 0, 0))
+    used = struct.unpack("<H", front.peek(USED + 2, 2))[0]
+    # Its chain in descriptors 4 and 5, which the GETATTR below leaves alone.
+    front.poke(DESC + 16 * 4, struct.pack("<QIHH", BUF + 0x1000, 56, 1, 5))
+    front.poke(DESC + 16 * 5, struct.pack("<QIHH", BUF + 0x2000, 64, 2, 0))
+    front.poke(AVAIL + 4 + 2 * (front.avail_idx % QSIZE), struct.pack("<H", 4))
+    front.avail_idx += 1
+    front.poke(AVAIL, struct.pack("<HH", 0, front.avail_idx))
+    os.eventfd_write(front.kick, 1)
+    # The GETATTR behind it is answered while the fsync waits.
+    attr = front.fuse(fp.Opcode.GETATTR, bytes(16), nodeid)
+    assert fp.OUT_HEADER.unpack_from(attr)[1] == 0 and not synced
+    release.set()
+    front.wait_used(used + 1)
+    assert fp.OUT_HEADER.unpack_from(front.peek(BUF + 0x2000, 16)) == (16, 0, 7)
+    assert synced
 
 
 def test_hostile_messages_and_requests_are_refused(served: tuple[FrontEnd, Path]) -> None:

@@ -176,6 +176,31 @@ class ShareFileSystem:
             )
         return fp.encode_reply(h.unique, body)
 
+    def slow(self, req: fp.Request) -> Callable[[], bytes] | None:
+        """For a request that may block for long (fsync), the blocking part, which another
+        thread may run; it returns the reply. None for every other request."""
+        h, a = req.header, req.args
+        if h.opcode not in (Opcode.FSYNC, Opcode.FSYNCDIR) or a is None:
+            return None
+        try:
+            fd = self._io_fd(h.nodeid, a.fh) if h.opcode == Opcode.FSYNC else self._handle(a.fh).fd
+            fd = os.dup(fd)  # its own: this thread may close the node's meanwhile
+        except OSError as e:
+            error = fp.encode_error(h.unique, e.errno or errno.EIO)
+            return lambda: error
+        sync = os.fdatasync if h.opcode == Opcode.FSYNC and a.flags & 1 else os.fsync
+
+        def run() -> bytes:
+            try:
+                sync(fd)
+            except OSError as e:
+                return fp.encode_error(h.unique, e.errno or errno.EIO)
+            finally:
+                os.close(fd)
+            return fp.encode_reply(h.unique)
+
+        return run
+
     def read_into(self, nodeid: int, fh: int, offset: int, views: list[memoryview]) -> int:
         """FUSE_READ straight into guest memory."""
         fd = self._io_fd(nodeid, fh)

@@ -24,6 +24,9 @@ import resource
 import select
 import socket
 import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from colinux.cofs import fuse_proto as fp
 from colinux.cofs import vhost_user as vu
@@ -43,6 +46,7 @@ log = logging.getLogger("colinux.cofs")
 
 MAX_REQUEST = MAX_WRITE + 64 * 1024  # the largest WRITE plus its header and arguments
 NUM_QUEUES = 2  # hiprio + one request queue
+IO_WORKERS = 4  # threads for requests that may block for long
 VIRTIO_ID_FS = 26
 _WRITE = fp.Opcode.WRITE.to_bytes(4, "little")
 
@@ -83,6 +87,9 @@ class CofsServer:
         self._queues = [_Queue() for _ in range(NUM_QUEUES)]
         self._fs: ShareFileSystem | None = None
         self._slave_fd: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._done = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # a worker finished
+        self._finished: deque[tuple[int, Virtqueue, int, Chain, bytes]] = deque()
 
     # -- life cycle -------------------------------------------------------------
 
@@ -102,6 +109,7 @@ class CofsServer:
             os.umask(old)
         listener.listen(1)
         self._listener = listener
+        self._pool = ThreadPoolExecutor(IO_WORKERS, thread_name_prefix=f"cofs-{self.tag}-io")
         self._thread = threading.Thread(target=self._run, name=f"cofs-{self.tag}", daemon=True)
         self._thread.start()
 
@@ -113,7 +121,9 @@ class CofsServer:
             self._listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        close_all((self._stop_r, self._stop_w))
+        if self._pool is not None:  # a started fsync ends first: its worker signals _done
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        close_all((self._stop_r, self._stop_w, self._done))
 
     def _run(self) -> None:
         assert self._listener is not None
@@ -136,6 +146,7 @@ class CofsServer:
                     log.exception("cofs %s: cleaning up the connection failed", self.tag)
 
     def _disconnect(self) -> None:
+        self._finished.clear()  # for rings that are going
         for q in self._queues:
             q.reset()
         if self._memory is not None:
@@ -155,6 +166,7 @@ class CofsServer:
         poller = select.poll()
         poller.register(self._conn.fileno(), select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
+        poller.register(self._done, select.POLLIN)
         conn = self._conn.fileno()
         kicks: dict[int, int] = {}  # kick fd -> queue index, request queues before hiprio
         while True:
@@ -173,6 +185,9 @@ class CofsServer:
                 ready = {fd for fd, _ in poller.poll()}
                 if self._stop_r in ready:
                     return "stop"
+                if self._done in ready:
+                    drain(self._done)
+                    self._complete()
                 for fd, index in kicks.items():
                     if fd in ready:
                         drain(fd)
@@ -325,20 +340,56 @@ class CofsServer:
                 break
             if head is None:
                 break
-            written = 0
+            written: int | Callable[[], bytes] = 0
             try:
-                written = self._request(ring.chain(head))
+                chain = ring.chain(head)
+                written = self._request(chain)
             except DescriptorError as e:
                 log.warning("cofs %s: request refused: %s", self.tag, e)
             except Exception:
                 log.exception("cofs %s: request failed", self.tag)
+            if callable(written):  # on a worker thread: the chain goes back when it is done
+                assert self._pool is not None
+                self._pool.submit(self._work, index, ring, head, chain, written)
+                continue
             ring.push(head, written)
             pushed = True
         if pushed and ring.wants_interrupt():
             signal(queue.call)
 
-    def _request(self, chain: Chain) -> int:
-        """Serve one FUSE request; the number of bytes written into the chain."""
+    # A request that may block for long (fsync) runs on a worker thread, so the
+    # guest's other requests go on meanwhile; FUSE replies need not come in order.
+
+    def _work(
+        self, index: int, ring: Virtqueue, head: int, chain: Chain, work: Callable[[], bytes]
+    ) -> None:
+        try:
+            reply = work()
+        except Exception:
+            log.exception("cofs %s: request failed", self.tag)
+            reply = b""
+        self._finished.append((index, ring, head, chain, reply))
+        signal(self._done)
+
+    def _complete(self) -> None:
+        """Hand back the chains whose work the workers finished."""
+        calls = set()
+        while self._finished:
+            index, ring, head, chain, reply = self._finished.popleft()
+            queue = self._queues[index]
+            if queue.ring is not ring:
+                continue  # the guest reset the queue meanwhile: the request is gone
+            if len(reply) > chain.writable_size:
+                reply = b""
+            ring.push(head, chain.write(reply))
+            if ring.wants_interrupt():
+                calls.add(index)
+        for index in calls:
+            signal(self._queues[index].call)
+
+    def _request(self, chain: Chain) -> int | Callable[[], bytes]:
+        """Serve one FUSE request: the number of bytes written into the chain, or the
+        blocking rest of the work, which returns the reply."""
         assert self._fs is not None
         size = chain.readable_size
         if size > MAX_REQUEST:
@@ -363,6 +414,9 @@ class CofsServer:
                 return 0
         if req.header.opcode == fp.Opcode.READ:
             return self._read(chain, req)
+        work = self._fs.slow(req)
+        if work is not None:
+            return work
         reply = self._fs.handle(req)
         if reply is None:
             return 0
