@@ -12,9 +12,10 @@ UML's vector ``bess`` transport connects to ``slirpN.sock`` in the run
 directory; ``FrameRelay`` (two threads) carries frames between that and
 a socket pair whose other end is passt's ``--fd``. passt plays coLinux's
 slirp: the guest is 10.0.2.15, 10.0.2.2 is the host's loopback, DNS
-queries to 10.0.2.3 go to the host's resolver, DHCP offers the same, and
-redirections are ``-t``/``-u`` port specs (on the host's loopback unless
-they name an address).
+queries to 10.0.2.3 go to the host's resolver (which DHCP names itself:
+passt cannot both offer 10.0.2.3 and forward it), and redirections are
+``-t``/``-u`` port specs (on the host's loopback unless they name an
+address).
 """
 
 from __future__ import annotations
@@ -143,16 +144,24 @@ def handshake(passt: socket.socket, mac: str, timeout: float) -> bool:
     passt.settimeout(timeout)
     try:
         passt.sendall(len(frame).to_bytes(4, "big") + frame)
-        with passt.makefile("rb", buffering=0) as stream:
-            while len(header := stream.read(4)) == 4:
-                reply = stream.read(int.from_bytes(header, "big"))
-                if is_arp_reply(reply):
-                    return True
-        return False
-    except OSError:
+        while True:
+            reply = _recv_exact(passt, int.from_bytes(_recv_exact(passt, 4), "big"))
+            if is_arp_reply(reply):
+                return True
+    except (OSError, EOFError):  # passt ended, or a timeout
         return False
     finally:
         passt.settimeout(None)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("closed")
+        data += chunk
+    return data
 
 
 def _port_specs(redirections: tuple[Redirection, ...]) -> list[str]:
@@ -193,6 +202,9 @@ class PasstNetwork(Backend):
     def _socket_path(self, card: NetworkCard) -> Path:
         return self.state_dir / f"slirp{card.index}.sock"
 
+    def _log_path(self, card: NetworkCard) -> Path:
+        return self.state_dir / f"slirp{card.index}.log"
+
     async def start(self) -> Wiring:
         if shutil.which("passt") is None:
             raise ColinuxError(
@@ -219,6 +231,8 @@ class PasstNetwork(Backend):
         listener.bind(str(path))
         listener.listen(1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A file, not a pipe: nobody reads passt's messages while it runs.
+        log = open(self._log_path(card), "wb")  # noqa: SIM115 (closed below)
         try:
             process = await asyncio.create_subprocess_exec(
                 "passt", "--foreground", "--quiet", "--stderr", "--ipv4-only",
@@ -227,7 +241,7 @@ class PasstNetwork(Backend):
                 "--dns-forward", DNS, "--no-dhcp-search",
                 *_port_specs(card.redirections),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
+                stderr=log, pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         except BaseException:
             listener.close()
@@ -235,16 +249,21 @@ class PasstNetwork(Backend):
             raise
         finally:
             theirs.close()
+            log.close()
         self._processes.append(process)
         if not await asyncio.to_thread(handshake, ours, card_mac(card, self.guest), 10):
             listener.close()
             ours.close()
-            err = b""
-            if process.stderr is not None:
-                with contextlib.suppress(TimeoutError):
-                    err = await asyncio.wait_for(process.stderr.read(), 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 2)
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            err = self._log_path(card).read_text(errors="replace")
+            self._log_path(card).unlink()
+            path.unlink(missing_ok=True)
             noise = ("syslog", "as root")  # passt's chatter, not the reason
-            lines = [x for x in err.decode().splitlines() if not any(n in x for n in noise)]
+            lines = [x for x in err.splitlines() if not any(n in x for n in noise)]
             raise ColinuxError(f"eth{card.index}: passt failed: {'; '.join(lines) or 'no answer'}")
         self._relays.append(FrameRelay(listener, ours))
 
@@ -260,6 +279,7 @@ class PasstNetwork(Backend):
         self._relays.clear()
         for card in self.cards:
             self._socket_path(card).unlink(missing_ok=True)
+            self._log_path(card).unlink(missing_ok=True)
 
 
 def passt_usable() -> bool:
