@@ -216,7 +216,7 @@ def test_dns_through_the_host_resolver(colinux: Colinux, stack: str) -> None:
     assert b"Address" in result.stdout.split(name.encode(), 1)[-1]
 
 
-def test_two_slirp_cards(colinux: Colinux) -> None:
+def test_two_slirp_cards(colinux: Colinux, stack: str) -> None:
     result = colinux.run(
         "run", "eth1=slirp", "--", "sh", "-c", "ls /sys/class/net | grep eth | tr '\\n' ' '"
     )
