@@ -500,6 +500,8 @@ def test_ordinary_user_builds_a_root_image() -> None:
         pwd.getpwnam(TEST_USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    for table in ("/etc/subuid", "/etc/subgid"):
+        Path(table).touch(0o644)  # a fresh system may have neither
     if f"{TEST_USER}:" not in Path("/etc/subuid").read_text(errors="replace"):
         subprocess.run(
             ["usermod", "--add-subuids", "300000-365535", "--add-subgids", "300000-365535",
