@@ -396,3 +396,22 @@ def test_meta_create_stamps_only_new_files(tmp_path: Path) -> None:
     assert meta.read(str(tmp_path / "mine")) == meta.Meta(0o100600, 1000, 1000)
     assert meta.read(str(tmp_path / "roots")) is None  # shows the host's mode, owned by root
     assert (tmp_path / "old").read_bytes() == b"host file"
+
+
+def test_forgets_wait_for_an_idle_moment_and_add_up(tmp_path: Path) -> None:
+    """FORGET is carried out later; a lookup meanwhile keeps the node, as the counts say."""
+    (tmp_path / "f").write_bytes(b"x")
+    fs = ShareFileSystem(str(tmp_path))
+    try:
+        node = _lookup(fs, 1, b"f")
+        forget = request(fp.Opcode.FORGET, struct.pack("<Q", 1), node)
+        assert fs.handle(fp.decode_request(forget)) is None
+        assert node in fs.nodes  # not yet
+        assert _lookup(fs, 1, b"f") == node  # the same node, looked up again
+        fs.forget_now()
+        assert fs.nodes[node].nlookup == 1
+        fs.handle(fp.decode_request(forget))
+        fs.forget_now()
+        assert node not in fs.nodes
+    finally:
+        fs.close()

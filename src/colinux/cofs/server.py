@@ -182,7 +182,11 @@ class CofsServer:
                 kicks = wanted
             # Until the next vhost-user message, only kicks: no need to look again.
             while True:
-                ready = {fd for fd, _ in poller.poll()}
+                ready = {fd for fd, _ in poller.poll(0 if self._fs and self._fs.forgets else None)}
+                if not ready:  # idle: time for what nobody waits for
+                    assert self._fs is not None
+                    self._fs.forget_now()
+                    continue
                 if self._stop_r in ready:
                     return "stop"
                 if self._done in ready:
