@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import BIN, Colinux
+from conftest import BIN, Colinux, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host's network needs root")
 
@@ -146,6 +146,33 @@ def test_tuntap_device_is_made_and_removed(colinux: Colinux, netns: Namespaces) 
     gone = subprocess.run(["ip", "netns", "exec", host, "ip", "link", "show", "cotmp7"],
                           capture_output=True)  # fmt: skip
     assert gone.returncode != 0
+
+
+def test_tuntap_device_made_by_a_killed_daemon_is_removed(
+    colinux: Colinux, netns: Namespaces
+) -> None:
+    host = netns.make()
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", host, str(BIN / "colinux-daemon"), "-d", "--name", "tapk",
+         "eth0=tuntap,cokill3"],
+        env=colinux.env, cwd=colinux.cwd, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def tap_exists() -> bool:
+        shown = subprocess.run(["ip", "netns", "exec", host, "ip", "link", "show", "cokill3"],
+                               capture_output=True)  # fmt: skip
+        return shown.returncode == 0
+
+    try:
+        assert wait_until(tap_exists)
+        assert wait_until(lambda: b"tapk" in colinux.run("list").stdout)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    # No daemon is left to clean up: its reaper removes the device.
+    assert wait_until(lambda: not tap_exists(), 15)
+    assert b"tapk" not in colinux.run("list").stdout  # which sweeps the dead run directory
 
 
 def test_tuntap_bulk_tcp_both_ways(

@@ -32,6 +32,20 @@ RX_64K = "gro=1"
 TUNING = {"tap": ",depth=128", "raw": ""}
 
 
+# Reads TAP names until the daemon's end of the pipe closes, then deletes them;
+# a TAP still attached to a dying engine is busy for a moment.
+_REAPER = """
+names=$(cat)
+for name in $names; do
+    for try in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+        ip tuntap del dev "$name" mode tap 2>/dev/null && break
+        [ -e "/sys/class/net/$name" ] || break
+        sleep 0.25
+    done
+done
+"""
+
+
 def _name(card: NetworkCard) -> str:
     if card.name:
         return card.name
@@ -53,6 +67,8 @@ class HostNetwork(Backend):
         self.cards = cards
         self.guest = guest
         self._created: list[str] = []
+        self._reaper: asyncio.subprocess.Process | None = None
+        self._reaper_pipe: int | None = None
 
     async def start(self) -> Wiring:
         for card in self.cards:
@@ -77,6 +93,7 @@ class HostNetwork(Backend):
                             f"eth{card.index}: cannot create TAP device {name}: {err}"
                         )
                     self._created.append(name)
+                    await self._reap_at_exit(name)
                 transport = "tap"
             else:
                 if not exists:
@@ -98,6 +115,30 @@ class HostNetwork(Backend):
         )
 
     async def stop(self) -> None:
-        for name in self._created:
-            await _ip("tuntap", "del", "dev", name, "mode", "tap")
+        if self._reaper_pipe is not None:
+            os.close(self._reaper_pipe)
+            self._reaper_pipe = None
+        if self._reaper is not None:
+            await self._reaper.wait()
+            self._reaper = None
         self._created.clear()
+
+    async def _reap_at_exit(self, name: str) -> None:
+        """Remove TAP ``name`` when this daemon ends, even when it is SIGKILLed.
+
+        A process of its own waits for end of file on a pipe whose only writer
+        is the daemon, then deletes the device, retrying while the dying
+        engine still holds it. A normal stop takes the same path.
+        """
+        if self._reaper_pipe is None:
+            read_end, self._reaper_pipe = os.pipe()
+            try:
+                self._reaper = await asyncio.create_subprocess_exec(
+                    "sh", "-c", _REAPER, "colinux-tap-reaper",
+                    stdin=read_end, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+            finally:
+                os.close(read_end)
+        # The names reach the reaper over the pipe itself, one per line.
+        os.write(self._reaper_pipe, f"{name}\n".encode())
