@@ -81,13 +81,24 @@ class Colinux:
         )
 
 
+def host_network() -> tuple[set[str], set[str]]:
+    """The host's network devices and named network namespaces."""
+    netns = Path("/run/netns")
+    return set(os.listdir("/sys/class/net")), set(os.listdir(netns) if netns.exists() else ())
+
+
 @pytest.fixture
 def colinux(tmp_path: Path) -> Iterator[Colinux]:
     run_dir = tmp_path / "run"
     work = tmp_path / "work"
     work.mkdir()
     cx = Colinux(run_dir, work)
+    links, namespaces = host_network()
     yield cx
+    # Nor any network device or namespace (the tests' own namespaces included).
+    assert wait_until(lambda: host_network() == (links, namespaces), 15), (
+        f"network left behind: {host_network()} (before: {links}, {namespaces})"
+    )
     # Nothing of the guest may outlive the test: no process, no run directory.
     clean = wait_until(lambda: not processes_mentioning(str(run_dir)), 15)
     leftovers = processes_mentioning(str(run_dir))
