@@ -84,6 +84,34 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"image": image, "key": key}
 
 
+@pytest.fixture(scope="session")
+def debian_cofs_tree() -> Path:
+    """The same Debian as a meta cofs directory (``colinux image root --cofs``), cached."""
+    cache = cache_root()
+    cache.mkdir(parents=True, exist_ok=True)
+    spec = RootImageSpec(Path("root"), 0, hostname=HOSTNAME, root_password=PASSWORD, cofs=True)
+    tree = cache / f"debian-cofs-{spec.cache_key()}"
+    if not tree.exists():
+        building = cache / f".building-cofs-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        result = subprocess.run(
+            [
+                str(BIN / "colinux"), "image", "root", str(building / "root"), "--cofs",
+                "--hostname", HOSTNAME, "--root-password", PASSWORD,
+            ],
+            capture_output=True,
+            timeout=1200,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        (building / "root").rename(tree)
+        shutil.rmtree(building)
+        for old in cache.glob("debian-cofs-*"):  # trees of older inputs
+            if old != tree:
+                shutil.rmtree(old, ignore_errors=True)
+    return tree
+
+
 def copy_image(source: Path, target: Path) -> Path:
     subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
     return target
@@ -197,6 +225,36 @@ def test_seed_xml_boots_debian_to_a_login_prompt(
     assert status == 0, console.output[-2000:]
     check = fsck_clean(root)
     assert check.returncode == 0, check.stdout
+
+
+def test_debian_boots_from_a_meta_cofs_directory(
+    colinux: Colinux, debian_cofs_tree: Path, tmp_path: Path
+) -> None:
+    from colinux.cofs import meta
+
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(debian_cofs_tree), str(root)], check=True)  # xattrs too
+    console = Terminal(
+        colinux, "--name", "cofsroot", "mem=256", f"cofs0={root},meta", "root=cofs0", "rw",
+        program="colinux-daemon",
+    )  # fmt: skip
+    try:
+        log_in(console)
+        out = run_in(console, "findmnt -no SOURCE,FSTYPE /; systemctl is-system-running", "st")
+        assert "cofs0 virtiofs" in " ".join(out.split())
+        assert "running" in out or "degraded" in out
+        run_in(console, "echo from-the-guest >/root/note; chmod 600 /root/note", "note")
+        console.type(b"shutdown -h now\r")
+        status = console.close()
+    finally:
+        if console.process.poll() is None:
+            console.process.terminate()
+            console.process.wait(60)
+    assert status == 0, console.output[-2000:]
+    note = root / "root" / "note"
+    assert note.read_bytes() == b"from-the-guest\n"
+    kept = meta.read(str(note))
+    assert kept is not None and (kept.uid, kept.gid, kept.mode & 0o7777) == (0, 0, 0o600)
 
 
 # --- ssh, COW files and one base for many guests --------------------------------------

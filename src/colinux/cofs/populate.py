@@ -53,6 +53,56 @@ def populate(directory: Path) -> int:
     return len(entries)
 
 
+def populate_from_tar(directory: Path, archive: Path) -> int:
+    """Write a root tree from a tar (numeric owners, as ``colinux image root --cofs``
+    makes one) into ``directory``; the number of entries written."""
+    import tarfile
+
+    if not meta.supported(str(directory)):
+        raise SystemExit(f"{directory}: this file system keeps no user extended attributes")
+    count = 0
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            if name.startswith(("..", "/")):
+                continue  # never outside the directory
+            path = directory / name if name != "." else directory
+            mode = member.mode & 0o7777
+            rdev = 0
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                mode |= stat.S_IFDIR
+            elif member.islnk():
+                target = directory / os.path.normpath(member.linkname)
+                path.unlink(missing_ok=True)
+                os.link(target, path)  # the attribute is the inode's: shared, as it should be
+                count += 1
+                continue
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.unlink(missing_ok=True)
+                if member.issym():
+                    path.write_text(member.linkname)
+                    mode |= stat.S_IFLNK
+                elif member.isfile():
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with open(path, "wb") as out:
+                        while block := source.read(1 << 20):
+                            out.write(block)
+                    mode |= stat.S_IFREG
+                    if mode & 0o111:
+                        path.chmod(0o755)
+                else:  # device nodes and FIFOs: empty host files
+                    path.write_bytes(b"")
+                    kind = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}
+                    mode |= kind.get(member.type, stat.S_IFIFO)
+                    rdev = encode_dev(member.devmajor, member.devminor)
+            meta.write(str(path), meta.Meta(mode, member.uid, member.gid, rdev))
+            count += 1
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colinux.cofs.populate", description=__doc__)
     parser.add_argument("directory", type=Path)

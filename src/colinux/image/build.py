@@ -96,6 +96,7 @@ class RootImageSpec:
     ssh_key: str | None = None  # the public key's text
     mirror: str = DEFAULT_MIRROR
     kernel_release: str = field(default_factory=default_kernel_release)
+    cofs: bool = False  # a meta-mode cofs directory (root=cofs0), not an ext4 image
 
     def check(self) -> None:
         """Every mistake in the request, before anything is downloaded or written."""
@@ -103,7 +104,7 @@ class RootImageSpec:
             raise UserError(
                 f"--suite {self.suite}: not a Debian suite (expected one of {', '.join(SUITES)})"
             )
-        if self.size < MIN_ROOT_SIZE:
+        if not self.cofs and self.size < MIN_ROOT_SIZE:
             raise UserError(
                 f"--size {format_size(self.size)}: too small for a Debian root image "
                 f"(at least {format_size(MIN_ROOT_SIZE)})"
@@ -135,6 +136,7 @@ class RootImageSpec:
             self.mirror,
             self.kernel_release,
             str(self.size),
+            str(self.cofs),
         ):
             h.update(part.encode() + b"\0")
         for name in _GUEST_TOOLS:
@@ -201,7 +203,9 @@ def write_overlay(spec: RootImageSpec, out: Path) -> None:
         _add_dir(tar, "usr/lib/colinux")
         for path, source, mode in _GUEST_TOOLS:
             _add(tar, path, _guest_file(source), mode)
-        _add(tar, "etc/fstab", FSTAB.encode())
+        # On cofs, the initrd mounts the root; the fstab keeps only the swap.
+        fstab = FSTAB.replace(FSTAB.splitlines()[1] + "\n", "") if spec.cofs else FSTAB
+        _add(tar, "etc/fstab", fstab.encode())
         _add(tar, "etc/hostname", f"{spec.hostname}\n".encode())
         hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n::1\tlocalhost\n"
         _add(tar, "etc/hosts", hosts.encode())
@@ -243,8 +247,12 @@ def _customize_script(spec: RootImageSpec, image: str) -> str:
             # plain bind of it instead, in a mount namespace of its own.
             "tree=$(mktemp -d)",
             'unshare --mount --propagation private sh -c \'mount --bind "$1" "$2" && '
-            f'mke2fs -q -F -t ext4 -L colinux-root -d "$2" "$3" {spec.size // 1024}k\' '
-            f'- "$1" "$tree" {shlex.quote(image)}',
+            + (
+                'tar -C "$2" --numeric-owner -cpf "$3" .\' '
+                if spec.cofs
+                else f'mke2fs -q -F -t ext4 -L colinux-root -d "$2" "$3" {spec.size // 1024}k\' '
+            )
+            + f'- "$1" "$tree" {shlex.quote(image)}',
             'rmdir "$tree"',
             f"chmod 0666 {shlex.quote(image)}",
         ]
@@ -289,17 +297,26 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
             "--customize-hook=" + _customize_script(spec, str(built)),
             spec.suite, "/dev/null", spec.mirror,
         ]  # fmt: skip
-        progress(f"building {spec.path} ({format_size(spec.size)}, Debian {spec.suite}, {mode})")
+        what = "a meta cofs directory" if spec.cofs else format_size(spec.size)
+        progress(f"building {spec.path} ({what}, Debian {spec.suite}, {mode})")
         _run_with_progress(argv, progress, start)
         if not built.exists():
             raise ColinuxError("mmdebstrap ended without making the image")
-        if mode == "root":
+        if spec.cofs:
+            from colinux.cofs.populate import populate_from_tar
+
+            progress(f"  [{time.monotonic() - start:5.0f} s] writing the tree into {spec.path}")
+            target.mkdir()
+            populate_from_tar(target, built)
+        elif mode == "root":
             os.rename(built, target)
             target.chmod(0o644)
         else:  # the namespace's root owns it: a sparse copy makes it ours
             subprocess.run(["cp", "--sparse=always", str(built), str(target)], check=True)
     except BaseException:
-        if target.exists() and not spec.path.is_symlink():
+        if target.is_dir() and spec.cofs:
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists() and not spec.path.is_symlink():
             target.unlink()
         raise
     finally:

@@ -23,7 +23,10 @@ def add_image_parser(sub: argparse._SubParsersAction, parser_class: type) -> Non
     )
     root = actions.add_parser("root", help="build a Debian root image (ext4) with mmdebstrap")
     root.add_argument("path")
-    root.add_argument("--size", required=True, help="image size: 2G, 1500M...")
+    root.add_argument("--size", help="image size: 2G, 1500M... (not with --cofs)")
+    root.add_argument(
+        "--cofs", action="store_true", help="a meta cofs directory for root=cofs0, not an image"
+    )
     root.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
     root.add_argument("--packages", default="", help="more Debian packages, comma-separated")
     root.add_argument("--hostname", default="colinux", help="the guest's host name")
@@ -64,9 +67,12 @@ def image_command(ns: argparse.Namespace) -> int:
                 raise UserError(f"--ssh-key {ns.ssh_key}: {error.strerror}") from None
             if not key.startswith(("ssh-", "ecdsa-", "sk-")):
                 raise UserError(f"--ssh-key {ns.ssh_key}: expected an OpenSSH public key")
+        if ns.size is None and not ns.cofs:
+            raise UserError("colinux image root: --size is needed (or --cofs for a directory)")
         spec = RootImageSpec(
             Path(ns.path),
-            parse_size(ns.size),
+            parse_size(ns.size) if ns.size is not None else 0,
+            cofs=ns.cofs,
             suite=ns.suite,
             packages=tuple(p.strip() for p in ns.packages.split(",") if p.strip()),
             hostname=ns.hostname,
