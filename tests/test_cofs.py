@@ -233,28 +233,32 @@ def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path
     share = tmp_path / "both"
     share.mkdir()
     (share / "f").write_bytes(b"first version\n")
+    os.symlink("first-target", share / "link")
     script = r"""
-    cat f; echo from-guest > g
+    cat f; readlink link; echo from-guest > g
     while [ ! -e go ]; do usleep 50000; done
     usleep 1500000   # names and attributes are cached for 1 s
-    cat f; ls
+    cat f; readlink link; ls
     """
     guest = colinux.popen("run", "--", "sh", "-c", script, cwd=share,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         assert guest.stdout is not None
         assert guest.stdout.readline() == b"first version\n"
+        assert guest.stdout.readline() == b"first-target\n"
         assert wait_until(lambda: (share / "g").exists(), 10)
         assert (share / "g").read_bytes() == b"from-guest\n"  # written through at once
         (share / "f").write_bytes(b"second version, longer\n")
         (share / "new-on-host").write_bytes(b"")
+        (share / "link").unlink()
+        os.symlink("second-target", share / "link")  # symlinks are cached in the guest
         (share / "go").write_bytes(b"")
         out, err = guest.communicate(timeout=60)
     finally:
         if guest.poll() is None:
             guest.kill()
     assert guest.returncode == 0, err
-    assert out.decode().split("\n")[0] == "second version, longer"
+    assert out.decode().split("\n")[:2] == ["second version, longer", "second-target"]
     assert "new-on-host" in out.decode().split()
 
 

@@ -413,6 +413,7 @@ class ShareFileSystem:
             fp.INIT_ASYNC_READ | fp.INIT_BIG_WRITES
             | fp.INIT_AUTO_INVAL_DATA | fp.INIT_PARALLEL_DIROPS | fp.INIT_MAX_PAGES
             | fp.INIT_DO_READDIRPLUS | fp.INIT_READDIRPLUS_AUTO
+            | fp.INIT_CACHE_SYMLINKS  # a host symlink never changes: a new one is a new inode
         )  # fmt: skip
         self.writeback = bool(a.flags & fp.INIT_WRITEBACK_CACHE)
         return fp.encode_init(
