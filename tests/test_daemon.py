@@ -22,6 +22,7 @@ class Terminal:
         )
         os.close(slave)
         self.output = b""
+        self._tail = b""  # the end of what was read, for a query split across reads
 
     def read_until(self, text: bytes, timeout: float = 20.0) -> bytes:
         deadline = time.monotonic() + timeout
@@ -33,13 +34,24 @@ class Terminal:
             ready, _, _ = select.select([self.master], [], [], 0.1)
             if ready:
                 try:
-                    self.output += os.read(self.master, 65536)
+                    data = os.read(self.master, 65536)
+                    self.output += data
+                    self._answer_cursor_queries(data)
                 except OSError:
                     if self.process.poll() is not None:
                         raise AssertionError(
                             f"client ended before {text!r}; got {self.output[-2000:]!r}"
                         ) from None
         return self.output
+
+    def _answer_cursor_queries(self, data: bytes) -> None:
+        # A real terminal answers "where is the cursor?" (ESC [6n), which busybox's
+        # line editor asks after a reboot; unanswered, it takes what we type next
+        # as the answer and the command is lost.
+        window = self._tail + data
+        for _ in range(window.count(b"\x1b[6n")):
+            os.write(self.master, b"\x1b[1;1R")
+        self._tail = window[-3:]
 
     def type(self, text: bytes) -> None:
         os.write(self.master, text)
