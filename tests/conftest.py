@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +112,63 @@ def colinux(tmp_path: Path) -> Iterator[Colinux]:
     if run_dir.exists():
         left = [p.name for p in run_dir.iterdir() if p.suffix != ".log"]
         assert left == [], f"run directory entries left behind: {left}"
+
+
+TEST_USER = "colinux-test"
+
+
+class OrdinaryUser:
+    """colinux run by a user without privileges, from a copy of the package.
+
+    As root, that is TEST_USER (made when missing) through runuser; anyone
+    else runs it as themselves. The copy sits where any user can read it,
+    since the checkout and pytest's temporary directories may not be.
+    """
+
+    def __init__(self, top: Path) -> None:
+        import defusedxml
+
+        import colinux
+
+        if os.getuid() == 0:
+            try:
+                pwd.getpwnam(TEST_USER)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+            self.name = TEST_USER
+        else:
+            self.name = pwd.getpwuid(os.getuid()).pw_name
+        self.uid = pwd.getpwnam(self.name).pw_uid
+        self.top = top
+        self.lib = top / "lib"
+        shutil.copytree(Path(colinux.__file__).parent, self.lib / "colinux")
+        shutil.copytree(Path(defusedxml.__file__).parent, self.lib / "defusedxml")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        self.work = top / "work"  # the user's own: home and current directory
+        self.work.mkdir()
+        shutil.chown(self.work, self.name)
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """``colinux ARGS…`` as this user, in ``work``."""
+        env = {
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "PYTHONPATH": str(self.lib),
+            "HOME": str(self.work),
+        }
+        argv = ["/usr/bin/python3", "-m", "colinux.cli", *args]
+        if os.getuid() == 0:
+            argv = ["/usr/sbin/runuser", "-u", self.name, "--", *argv]
+        return subprocess.run(
+            argv, capture_output=True, env=env, cwd=self.work, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def ordinary_user() -> Iterator[OrdinaryUser]:
+    top = Path(tempfile.mkdtemp(prefix="colinux-user-"))
+    try:
+        yield OrdinaryUser(top)
+    finally:
+        shutil.rmtree(top)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import shlex
 import shutil
 import signal
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, Colinux, processes_mentioning, wait_until
+from conftest import BIN, TEST_USER, Colinux, OrdinaryUser, processes_mentioning, wait_until
 from seed_config import SEED_XML
 from test_daemon import Terminal
 
@@ -488,76 +487,39 @@ def test_disk_options_convert_both_ways(colinux: Colinux, tmp_path: Path) -> Non
 
 # --- as an ordinary user --------------------------------------------------------------
 
-TEST_USER = "colinux-test"
 
-
-def test_ordinary_user_makes_swap_and_reads_a_root_owned_image(tmp_path: Path) -> None:
-    import defusedxml
-
-    import colinux
-
+def test_ordinary_user_makes_swap_and_reads_a_root_owned_image(
+    ordinary_user: OrdinaryUser,
+) -> None:
     if os.getuid() != 0:
         pytest.skip("runs a second user through runuser, as root")
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
-    top = Path(os.path.realpath("/tmp")) / f"colinux-image-user-{os.getpid()}"
-    top.mkdir()
-    try:
-        lib = top / "lib"
-        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
-        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
-        disk = data_image(top / "root-owned.img", "8M")  # root's, mode 0644
-        for path in [top, *top.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        work = top / "work"
-        work.mkdir()
-        shutil.chown(work, TEST_USER)
-        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(lib), "HOME": str(work)}
-
-        def as_user(*args: str) -> subprocess.CompletedProcess[bytes]:
-            argv = ["/usr/sbin/runuser", "-u", TEST_USER, "--", "/usr/bin/python3"]
-            return subprocess.run(
-                [*argv, "-m", "colinux.cli", *args], capture_output=True, env=env, cwd=work,
-                timeout=120,
-            )  # fmt: skip
-
-        swap = as_user("image", "swap", "swap.img", "--size", "16M")
-        assert swap.returncode == 0, swap.stderr
-        assert (work / "swap.img").stat().st_uid == pwd.getpwnam(TEST_USER).pw_uid
-        ro = as_user(
-            "run", "--no-share", f"cobd1={disk},ro", "--", "sh", "-c",
-            "mount -o ro /dev/cobd1 /mnt && echo readable",
-        )  # fmt: skip
-        assert ro.returncode == 0, ro.stderr
-        assert ro.stdout == b"readable\n"
-        rw = as_user("run", "--no-share", f"cobd1={disk}", "--", "true")
-        assert rw.returncode == 2
-        assert b"not writable (add ,ro" in rw.stderr
-        cow = as_user(
-            "run", "--no-share", f"cobd1={disk},cow=mine.cow", "--", "sh", "-c",
-            "mount /dev/cobd1 /mnt && touch /mnt/mine && echo written",
-        )  # fmt: skip
-        assert cow.returncode == 0, cow.stderr
-        assert cow.stdout == b"written\n"
-    finally:
-        shutil.rmtree(top)
+    disk = data_image(ordinary_user.top / "root-owned.img", "8M")
+    disk.chmod(0o644)  # root's, readable by all
+    swap = ordinary_user.run("image", "swap", "swap.img", "--size", "16M", timeout=120)
+    assert swap.returncode == 0, swap.stderr
+    assert (ordinary_user.work / "swap.img").stat().st_uid == ordinary_user.uid
+    ro = ordinary_user.run(
+        "run", "--no-share", f"cobd1={disk},ro", "--", "sh", "-c",
+        "mount -o ro /dev/cobd1 /mnt && echo readable", timeout=120,
+    )  # fmt: skip
+    assert ro.returncode == 0, ro.stderr
+    assert ro.stdout == b"readable\n"
+    rw = ordinary_user.run("run", "--no-share", f"cobd1={disk}", "--", "true", timeout=120)
+    assert rw.returncode == 2
+    assert b"not writable (add ,ro" in rw.stderr
+    cow = ordinary_user.run(
+        "run", "--no-share", f"cobd1={disk},cow=mine.cow", "--", "sh", "-c",
+        "mount /dev/cobd1 /mnt && touch /mnt/mine && echo written", timeout=120,
+    )  # fmt: skip
+    assert cow.returncode == 0, cow.stderr
+    assert cow.stdout == b"written\n"
 
 
-def test_ordinary_user_builds_a_root_image() -> None:
+def test_ordinary_user_builds_a_root_image(ordinary_user: OrdinaryUser) -> None:
     # mmdebstrap --mode=unshare: a user namespace mapped onto the user's
     # subordinate ids, which the test user gets here if it has none.
-    import defusedxml
-
-    import colinux
-
     if os.getuid() != 0:
         pytest.skip("runs a second user through runuser, as root")
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
     for table in ("/etc/subuid", "/etc/subgid"):
         Path(table).touch(0o644)  # a fresh system may have neither
     if f"{TEST_USER}:" not in Path("/etc/subuid").read_text(errors="replace"):
@@ -566,33 +528,15 @@ def test_ordinary_user_builds_a_root_image() -> None:
              TEST_USER],
             check=True,
         )  # fmt: skip
-    top = Path(os.path.realpath("/tmp")) / f"colinux-image-build-{os.getpid()}"
-    top.mkdir()
-    try:
-        lib = top / "lib"
-        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
-        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
-        for path in [top, *top.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        work = top / "work"
-        work.mkdir()
-        shutil.chown(work, TEST_USER)
-        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(lib), "HOME": str(work)}
-        result = subprocess.run(
-            ["/usr/sbin/runuser", "-u", TEST_USER, "--", "/usr/bin/python3", "-m", "colinux.cli",
-             "image", "root", "user.img", "--size", "1G"],
-            capture_output=True, env=env, cwd=work, timeout=1200,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert b"unshare" in result.stdout
-        image = work / "user.img"
-        assert image.stat().st_uid == pwd.getpwnam(TEST_USER).pw_uid
-        assert sorted(p.name for p in work.iterdir()) == ["user.img"]  # nothing left over
-        assert fsck_clean(image).returncode == 0
-        # Inside, the files are root's as in Debian: passwd is setuid root.
-        stat = subprocess.run(
-            ["debugfs", "-R", "stat /usr/bin/passwd", str(image)], capture_output=True, check=True
-        ).stdout.decode()
-        assert "Mode:  04755" in stat and "User:     0   Group:     0" in stat
-    finally:
-        shutil.rmtree(top)
+    result = ordinary_user.run("image", "root", "user.img", "--size", "1G", timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"unshare" in result.stdout
+    image = ordinary_user.work / "user.img"
+    assert image.stat().st_uid == ordinary_user.uid
+    assert sorted(p.name for p in ordinary_user.work.iterdir()) == ["user.img"]  # nothing left over
+    assert fsck_clean(image).returncode == 0
+    # Inside, the files are root's as in Debian: passwd is setuid root.
+    stat = subprocess.run(
+        ["debugfs", "-R", "stat /usr/bin/passwd", str(image)], capture_output=True, check=True
+    ).stdout.decode()
+    assert "Mode:  04755" in stat and "User:     0   Group:     0" in stat

@@ -9,21 +9,17 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import Colinux, wait_until
+from conftest import Colinux, OrdinaryUser, wait_until
 
 BLOB = os.urandom(3 << 20)
 
@@ -223,42 +219,11 @@ def test_two_slirp_cards(colinux: Colinux, stack: str) -> None:
     assert result.stdout.split() == [b"eth0", b"eth1"], result.stderr
 
 
-TEST_USER = "colinux-test"
-
-
-@pytest.fixture(scope="module")
-def test_user() -> str:
-    if os.getuid() != 0:
-        return pwd.getpwuid(os.getuid()).pw_name  # already unprivileged
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
-    return TEST_USER
-
-
-def test_ordinary_user_gets_slirp(test_user: str, host_server: int) -> None:
+def test_ordinary_user_gets_slirp(ordinary_user: OrdinaryUser, host_server: int) -> None:
     """No root and no setup: the user's default guest reaches the host's loopback,
     with passt where /dev/net/tun is closed to the user (mode 0600)."""
-    import defusedxml
-
-    import colinux
-
-    top = Path(tempfile.mkdtemp(prefix="colinux-net-user-"))
-    try:
-        lib = top / "lib"
-        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
-        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
-        for path in [top, *top.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)}
-        script = f"wget -q -O - http://10.0.2.2:{host_server}/ | md5sum | cut -c1-32"
-        argv = ["/usr/bin/python3", "-m", "colinux.cli", "run", "--", "sh", "-c", script]
-        if os.getuid() == 0:
-            argv = ["/usr/sbin/runuser", "-u", test_user, "--", *argv]
-        result = subprocess.run(argv, capture_output=True, env=env, cwd=top, timeout=60)
-    finally:
-        shutil.rmtree(top)
+    script = f"wget -q -O - http://10.0.2.2:{host_server}/ | md5sum | cut -c1-32"
+    result = ordinary_user.run("run", "--", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == hashlib.md5(BLOB).hexdigest()
 

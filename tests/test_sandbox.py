@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Colinux
+from conftest import Colinux, OrdinaryUser
 
 from colinux.guest.image import build_initramfs
 
@@ -69,43 +65,8 @@ def test_kernel_must_be_uml(colinux: Colinux, kernel: str, expected: str) -> Non
     assert b"Traceback" not in result.stderr
 
 
-TEST_USER = "colinux-test"
-
-
-@pytest.fixture(scope="module")
-def test_user() -> str:
-    if os.getuid() != 0:
-        return pwd.getpwuid(os.getuid()).pw_name  # already unprivileged
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
-    return TEST_USER
-
-
-def test_runs_as_an_ordinary_user(test_user: str) -> None:
-    # A copy of the package any user can read: the checkout and pytest's
-    # temporary directories may sit where the test user cannot look.
-    import tempfile
-
-    import defusedxml
-
-    import colinux
-
-    top = Path(tempfile.mkdtemp(prefix="colinux-user-test-"))
-    try:
-        lib = top / "lib"
-        shutil.copytree(Path(colinux.__file__).parent, lib / "colinux")
-        shutil.copytree(Path(defusedxml.__file__).parent, lib / "defusedxml")
-        for path in [top, *top.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)}
-        argv = ["/usr/bin/python3", "-m", "colinux.cli", "run", "--", "sh", "-c", "id -u; echo ok"]
-        if os.getuid() == 0:
-            argv = ["/usr/sbin/runuser", "-u", test_user, "--", *argv]
-        result = subprocess.run(argv, capture_output=True, env=env, cwd=top, timeout=60)
-    finally:
-        shutil.rmtree(top)
+def test_runs_as_an_ordinary_user(ordinary_user: OrdinaryUser) -> None:
+    result = ordinary_user.run("run", "--", "sh", "-c", "id -u; echo ok")
     assert result.returncode == 0, result.stderr
     # root inside the guest, an ordinary user on the host
     assert result.stdout.split() == [b"0", b"ok"]
