@@ -66,7 +66,6 @@ class HostNetwork(Backend):
     def __init__(self, cards: list[NetworkCard], *, guest: str) -> None:
         self.cards = cards
         self.guest = guest
-        self._created: list[str] = []
         self._reaper: asyncio.subprocess.Process | None = None
         self._reaper_pipe: int | None = None
 
@@ -92,7 +91,6 @@ class HostNetwork(Backend):
                         raise ColinuxError(
                             f"eth{card.index}: cannot create TAP device {name}: {err}"
                         )
-                    self._created.append(name)
                     await self._reap_at_exit(name)
                 transport = "tap"
             else:
@@ -121,7 +119,6 @@ class HostNetwork(Backend):
         if self._reaper is not None:
             await self._reaper.wait()
             self._reaper = None
-        self._created.clear()
 
     async def _reap_at_exit(self, name: str) -> None:
         """Remove TAP ``name`` when this daemon ends, even when it is SIGKILLed.
