@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Literal
 
 from colinux.config import cmdline
 from colinux.config.model import Machine
-from colinux.config.xml import parse_xml, write_xml
+from colinux.config.xml import parse_xml, read_source, write_xml
 from colinux.errors import UserError
 
 
@@ -32,14 +31,7 @@ def _is_xml(data: bytes) -> bool:
 def load_file(path: str | os.PathLike[str], *, warn: Callable[[str], None]) -> Machine:
     """Read an XML or key=value configuration file; ``Machine.source`` is ``path``."""
     source = os.fspath(path)
-    try:
-        data = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{source}: is a directory, not a configuration file") from None
-    except OSError as error:
-        raise UserError(f"{source}: cannot read: {error.strerror}") from None
+    data = read_source(source)
     if _is_xml(data):
         machine = parse_xml(data, source=source, warn=warn)
     else:

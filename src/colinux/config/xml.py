@@ -361,15 +361,19 @@ def parse_xml(data: bytes | str, *, source: str, warn: Callable[[str], None]) ->
 def read_xml(path: str | os.PathLike[str], *, warn: Callable[[str], None]) -> Machine:
     """Read a coLinux XML file; ``warn`` receives "FILE:LINE: ..." notes."""
     source = os.fspath(path)
+    return parse_xml(read_source(source), source=source, warn=warn)
+
+
+def read_source(source: str) -> bytes:
+    """A configuration file's bytes; a missing or unreadable file is a UserError."""
     try:
-        data = Path(source).read_bytes()
+        return Path(source).read_bytes()
     except FileNotFoundError:
         raise UserError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{source}: is a directory, not a configuration file") from None
     except OSError as error:
         raise UserError(f"{source}: cannot read: {error.strerror}") from None
-    return parse_xml(data, source=source, warn=warn)
 
 
 # --- writing ---------------------------------------------------------------------------
