@@ -89,6 +89,7 @@ def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str
         (["config", "check", "absent.xml"], ["absent.xml"]),
         (["config", "convert", "absent.xml", "--to", "xml"], ["absent.xml"]),
         (["run", "--name", "bad/name", "--", "true"], ["bad/name"]),
+        (["run", "--name", "", "--", "true"], ["guest name ''"]),
         (["run", "--"], ["command"]),
     ],
 )

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from conftest import Colinux
+
+from colinux.guest.cpio import CpioArchive
 
 
 def test_exit_status_is_the_commands(colinux: Colinux) -> None:
@@ -113,3 +120,47 @@ def test_disabled_devices_are_skipped(colinux: Colinux) -> None:
     result = colinux.run("run", "-c", str(xml), "--", "sh", "-c", "ls /dev/cobd0 || echo none")
     assert result.returncode == 0, result.stderr
     assert b"none" in result.stdout
+
+
+USER_INITRD_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+for w in $(cat /proc/cmdline); do case $w in root=*) root=${w#root=};; esac; done
+mount -o ro "$root" /newroot
+exec switch_root /newroot /sbin/init
+"""
+
+USER_ROOT_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox echo "user-root $(/bin/busybox cat /marker) $(/bin/busybox grep -c ' / ' /proc/mounts)"
+/bin/busybox poweroff -f
+"""
+
+
+@pytest.mark.parametrize("root", ["cobd0", "hda1"])
+def test_root_disk_through_an_initrd_of_the_users_own(colinux: Colinux, root: str) -> None:
+    # An initrd that knows nothing of colinux: it mounts whatever root= names and
+    # switches to it. root=/dev/cobd0 (or its alias) must reach it as a disk it can open.
+    archive = CpioArchive()
+    for d in ("bin", "proc", "dev", "newroot"):
+        archive.add_dir(d)
+    archive.add_file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
+    archive.add_file("init", USER_INITRD_INIT.encode(), 0o755)
+    (colinux.cwd / "own-initrd.gz").write_bytes(gzip.compress(archive.to_bytes(), 1))
+    tree = colinux.cwd / "tree"
+    for d in ("bin", "sbin", "proc", "dev"):
+        (tree / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", tree / "bin" / "busybox")
+    (tree / "sbin" / "init").write_text(USER_ROOT_INIT)
+    (tree / "sbin" / "init").chmod(0o755)
+    (tree / "marker").write_text("from-the-disk\n")
+    subprocess.run(["mke2fs", "-q", "-t", "ext2", "-d", str(tree), "root.img", "16M"],
+                   cwd=colinux.cwd, check=True)  # fmt: skip
+    disk = ["cobd0=root.img"] if root == "cobd0" else ["hda1=root.img"]
+    result = colinux.run(
+        "-k", "--name", "own-initrd", *disk, f"root=/dev/{root}", "initrd=own-initrd.gz",
+        program="colinux-daemon",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"user-root from-the-disk 1" in result.stdout, result.stdout

@@ -414,7 +414,7 @@ def cmd_run(ns: argparse.Namespace, job: list[str] | None) -> int:
         from colinux.cofs.backend import share_current_directory
 
         machine, share_args = share_current_directory(machine, os.getcwd())
-    name = check_name(ns.name or f"run-{os.getpid()}")
+    name = check_name(f"run-{os.getpid()}" if ns.name is None else ns.name)
     console = local_console_mode(False)
     if job is not None and console == "terminal" and not sys.stdin.isatty():
         console = "stdout"
