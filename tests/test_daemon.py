@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import signal
+import stat
 import subprocess
 import time
 
@@ -232,13 +233,30 @@ def test_unknown_guest_is_a_clear_error(colinux: Colinux, command: str) -> None:
     assert b"nobody-here" in result.stderr
 
 
-def test_run_directory_and_socket_are_private(colinux: Colinux) -> None:
-    start(colinux, "private")
+@pytest.mark.parametrize("slirp", ["slirp4netns", "passt"])
+def test_run_directory_and_sockets_are_private(colinux: Colinux, slirp: str) -> None:
+    # Every socket the guest's daemon, engine and backends make (control, mconsole,
+    # cofs, slirp) is the user's only, in directories that are the user's only.
+    colinux.env["COLINUX_SLIRP"] = slirp
+    (colinux.cwd / "share").mkdir()
+    start(colinux, "private", "cofs0=share")
     guest = colinux.run_dir / "private"
-    assert os.stat(colinux.run_dir).st_mode & 0o777 == 0o700
-    assert os.stat(guest).st_mode & 0o777 == 0o700
-    assert os.stat(guest / "control.sock").st_mode & 0o777 == 0o600
-    assert colinux.run("stop", "private").returncode == 0
+    try:
+        # the engine makes its mconsole socket early in its boot
+        assert wait_until(lambda: any(guest.rglob("mconsole")))
+        assert os.stat(colinux.run_dir).st_mode & 0o777 == 0o700
+        assert os.stat(guest / "control.sock").st_mode & 0o777 == 0o600
+        sockets = []
+        for path in [guest, *guest.rglob("*")]:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                assert mode & 0o777 == 0o700, path
+            elif stat.S_ISSOCK(mode):
+                assert mode & 0o077 == 0, path
+                sockets.append(path.name)
+        assert {"control.sock", "mconsole", "cofs0.sock", "slirp0.sock"} <= set(sockets)
+    finally:
+        assert colinux.run("stop", "private").returncode == 0
 
 
 def test_run_gives_a_root_shell_on_the_terminal(colinux: Colinux) -> None:

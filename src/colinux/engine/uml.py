@@ -373,6 +373,7 @@ class UmlEngine(Engine):
                     stderr=log,
                     pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
                     start_new_session=True,
+                    umask=0o077,  # its umid directory and mconsole socket: the user's only
                 )
             engine_log.info("engine process started", extra={"fields": {"pid": self._process.pid}})
             engine_log.debug("engine command line", extra={"fields": {"argv": " ".join(argv)}})

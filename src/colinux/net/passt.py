@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import threading
@@ -229,6 +230,7 @@ class PasstNetwork(Backend):
         path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(str(path))
+        os.chmod(path, 0o600)  # private to the user, as the run directory
         listener.listen(1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # A file, not a pipe: nobody reads passt's messages while it runs.

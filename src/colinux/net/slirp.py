@@ -133,6 +133,7 @@ class SlirpNetwork(Backend):
                 "--mtu", str(MTU), "--api-socket", str(api), str(pid), _tap(card),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(ready_write, exit_read),
+                umask=0o077,  # its API socket is private to the user, as the run directory
             )  # fmt: skip
         finally:
             os.close(ready_write)
