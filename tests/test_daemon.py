@@ -196,6 +196,29 @@ def test_sigkill_leaves_no_engine_behind(colinux: Colinux) -> None:
     assert colinux.run("stop", "victim").returncode == 0
 
 
+def test_stop_forces_a_stuck_guest_after_the_timeout(colinux: Colinux) -> None:
+    # An engine that answers nothing (frozen with SIGSTOP): the clean shutdown
+    # cannot happen, so stop kills it once --timeout has passed.
+    start(colinux, "frozen")
+    assert wait_until(lambda: listed(colinux)[0][1] == "running")
+    engine = processes_mentioning("umid=frozen")
+    for pid in engine:
+        os.kill(pid, signal.SIGSTOP)
+    began = time.monotonic()
+    result = colinux.run("stop", "frozen", "--timeout", "2")
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert 2 <= took < 10, took
+    assert wait_until(lambda: not processes_mentioning("umid=frozen"), 10)
+    assert listed(colinux) == []
+    # --force does not wait for a clean shutdown at all
+    start(colinux, "frozen")
+    began = time.monotonic()
+    assert colinux.run("stop", "frozen", "--force").returncode == 0
+    assert time.monotonic() - began < 5
+    assert wait_until(lambda: not processes_mentioning("umid=frozen"), 10)
+
+
 def test_sighup_sends_ctrl_alt_del(colinux: Colinux) -> None:
     daemon = colinux.popen("-d", "--name", "hup", program="colinux-daemon")
     assert wait_until(lambda: [r[0] for r in listed(colinux)] == ["hup"])
