@@ -59,10 +59,20 @@ def test_tools_of_another_version_are_refused(colinux: Colinux) -> None:
     ],
 )
 def test_kernel_must_be_uml(colinux: Colinux, kernel: str, expected: str) -> None:
-    result = colinux.run("run", f"kernel={kernel}", "--", "true")
-    assert result.returncode == 2
-    assert expected in result.stderr.decode()
-    assert b"Traceback" not in result.stderr
+    xml = colinux.cwd / "k.xml"
+    xml.write_text(f'<colinux>\n<image path="{kernel}"/>\n</colinux>\n')
+    for args, program in [
+        (["run", f"kernel={kernel}", "--", "true"], "colinux"),
+        (["-c", str(xml)], "colinux-daemon"),
+        (["config", "check", str(xml)], "colinux"),  # checked without starting anything
+    ]:
+        result = colinux.run(*args, program=program)
+        message = result.stderr.decode()
+        assert result.returncode == 2, message
+        assert expected in message
+        assert message.count("\n") == 1, message
+        assert "Traceback" not in message
+        assert not colinux.run_dir.exists() or not list(colinux.run_dir.iterdir())
 
 
 def test_runs_as_an_ordinary_user(ordinary_user: OrdinaryUser) -> None:

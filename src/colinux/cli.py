@@ -77,6 +77,10 @@ class MachineArgs:
             base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
+        if machine.kernel is not None:
+            from colinux.engine.uml import check_kernel
+
+            check_kernel(str(machine.kernel))  # before anything starts; config check too
         return machine
 
 

@@ -146,8 +146,8 @@ def check_kernel(path: str) -> None:
                 if m.find(_UML_MARKER) < 0:
                     raise UserError(
                         f"kernel {path}: not a User-Mode Linux kernel "
-                        "(an ELF file without UML's switches; a bzImage or vmlinux for "
-                        "real hardware needs the QEMU engine)"
+                        "(an ELF file without UML's switches; colinux runs User-Mode Linux "
+                        f"kernels such as {DEFAULT_KERNEL}, not kernels for real hardware)"
                     )
     except FileNotFoundError:
         raise UserError(f"kernel {path}: no such file") from None
