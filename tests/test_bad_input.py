@@ -68,6 +68,7 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
         (["initrd=absent.gz"], ["absent.gz"]),
         (["eth0=carrier-pigeon"], ["eth0"]),
         (["@absent.conf"], ["absent.conf"]),
+        (["@bad.conf"], ["bad.conf:3: mem=abc", "megabytes"]),
         (["cobd0=c:\\root.img"], ["drive C:", "--drive c="]),
         (["--bogus"], ["--bogus"]),
     ],
@@ -75,6 +76,7 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
 def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str]) -> None:
     for f in ("a.img", "b.img"):
         Path(colinux.cwd / f).write_bytes(b"\0" * 4096)
+    (colinux.cwd / "bad.conf").write_text("# more settings\nmem=64\nmem=abc\n")
     assert_refused(colinux, colinux.run(*words, program="colinux-daemon"), *expected)
     if words != ["--bogus"]:
         assert_refused(colinux, colinux.run("run", *words, "--", "true"), *expected)

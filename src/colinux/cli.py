@@ -64,16 +64,25 @@ class MachineArgs:
     def build(self) -> Machine:
         """Read, resolve and check the machine: every user mistake surfaces here."""
         drives = DriveMap.from_sources(self.drives, os.environ)
-        words = cmdline_config.expand_at_files(self.words, cwd=os.getcwd())
+        # Words keep their origin, so a mistake in an @FILE names that file and line.
+        words = cmdline_config.expand_words(
+            [(word, None) for word in self.words],
+            base_dir=os.getcwd(),
+            source=cmdline_config.COMMAND_LINE,
+        )
         if self.config:
             from colinux.config.load import load_file  # the XML stack: only when needed
 
             machine = load_file(self.config, warn=_warn)
             base_dir = os.path.dirname(os.path.abspath(self.config))
             if words:
-                machine = cmdline_config.parse_cmdline(words, base=machine)
+                machine = cmdline_config.parse_words(
+                    words, source=cmdline_config.COMMAND_LINE, base=machine
+                )
         else:
-            machine = cmdline_config.parse_cmdline(words, base=default_machine())
+            machine = cmdline_config.parse_words(
+                words, source=cmdline_config.COMMAND_LINE, base=default_machine()
+            )
             base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
