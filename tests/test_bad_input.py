@@ -26,6 +26,7 @@ XML_CASES = {
         ["bad.xml:3", "cobd0"],
     ),
     "bad memory": ('<colinux>\n<memory size="lots"/>\n</colinux>\n', ["bad.xml:2", "memory"]),
+    "too little memory": ('<colinux>\n<memory size="32"/>\n</colinux>\n', ["bad.xml", "32 MB"]),
     "missing image": (
         '<colinux>\n<block_device index="0" path="absent.img"/>\n</colinux>\n',
         ["cobd0", "absent.img", "does not exist"],
@@ -62,6 +63,7 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
     ("words", "expected"),
     [
         (["mem=abc"], ["mem=abc", "megabytes"]),
+        (["mem=32"], ["32 MB is too little", "mem=64"]),  # the kernel would panic
         (["cobd0=a.img", "cobd0=b.img"], ["cobd0=a.img", "cobd0=b.img"]),
         (["cobd40=a.img"], ["cobd40"]),
         (["cobd0=absent.img"], ["absent.img", "does not exist"]),

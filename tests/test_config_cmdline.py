@@ -390,7 +390,7 @@ def test_writer_quotes_what_it_must() -> None:
     words = write_cmdline(machine)
     assert words == [
         'kernel="""quoted"""',
-        "mem=32",
+        "mem=64",
         'cofs0="/srv/a,b",meta,ro',
         'eth0=tuntap,"my ""tap"", 2"',
         "eth1=slirp,,tcp:2222:22",

@@ -110,7 +110,7 @@ def test_convert_warns_about_what_a_command_line_drops(tmp_path: Path) -> None:
         "</colinux>\n"
     )
     warnings: list[str] = []
-    assert convert(path, "cmdline", warn=warnings.append) == "mem=32 cobd0=root.img\n"
+    assert convert(path, "cmdline", warn=warnings.append) == "mem=64 cobd0=root.img\n"
     assert warnings == [
         f"{path}: cobd1 is disabled, so left out of the command line",
         f"{path}: cofs2 is disabled, so left out of the command line",

@@ -55,6 +55,19 @@ def test_memory_setting_reaches_the_guest(colinux: Colinux) -> None:
     assert 0.85 * 192 * 1024 < grown < 1.15 * 192 * 1024
 
 
+def test_configuration_without_memory_boots(colinux: Colinux) -> None:
+    # No <memory>: colinux's default, which the guest kernel starts in
+    # (coLinux 0.6's 32 MB made it run out of memory while it started).
+    xml = colinux.cwd / "m.xml"
+    xml.write_text("<colinux>\n</colinux>\n")
+    for _ in range(3):
+        result = colinux.run(
+            "run", "-c", "m.xml", "--", "grep", "-o", "mem=[0-9]*M", "/proc/cmdline"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"mem=64M\n"
+
+
 def test_guest_is_named_and_has_its_tools(colinux: Colinux) -> None:
     result = colinux.run(
         "run", "--name", "alpha", "--", "sh", "-c", "hostname; cat /etc/colinux/version"

@@ -18,7 +18,11 @@ MAX_INDEX = 31  # cobd0..cobd31, cofs0..cofs31 as in coLinux 0.6.2
 MAX_NETWORK_INDEX = 31
 MAX_SERIAL_INDEX = 3  # ttyS0..ttyS3, the PC's four serial ports
 DEFAULT_KERNEL = "vmlinux"  # XML <image> default in the original
-DEFAULT_MEMORY_MB = 32  # the 0.6 command-line default
+# coLinux 0.6 defaulted to 32 MB, but Debian's 6.1 UML kernel runs out of memory while
+# it starts with less than about 56 (mostly at 32, sometimes at 48). Guest RAM is taken
+# from the host on demand, so a larger floor costs nothing until the guest uses it.
+MIN_MEMORY_MB = 64
+DEFAULT_MEMORY_MB = 64
 
 
 class CofsType(StrEnum):

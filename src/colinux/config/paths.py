@@ -34,7 +34,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from colinux.config.model import HostPath, Machine
+from colinux.config.model import MIN_MEMORY_MB, HostPath, Machine
 from colinux.errors import UserError
 
 ENVIRONMENT_PREFIX = "COLINUX_DRIVE_"
@@ -240,6 +240,11 @@ def check_machine(machine: Machine) -> None:
 
     Disabled devices are not checked.
     """
+    if machine.memory_mb < MIN_MEMORY_MB:
+        raise UserError(
+            f"{_label('mem', machine)}: {machine.memory_mb} MB is too little for the guest "
+            f"kernel to start (it runs out of memory); give at least mem={MIN_MEMORY_MB}"
+        )
     if machine.kernel is not None:
         _check_file(machine.kernel, _label("kernel", machine), "kernel")
     if machine.initrd is not None:
