@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # user-mode-linux: the engine; busybox-static: the default guest's userland;
 # bubblewrap: the engine's sandbox; e2fsprogs: disk images for tests;
-# python3-venv: the virtualenv; cpio/util-linux: tools the tests use;
+# python3-venv: the virtualenv; util-linux: mkswap and runuser for the tests;
 # systemd: systemd-analyze, which checks the service units colinux writes;
 # slirp4netns, passt, iproute2: unprivileged slirp networking for guests
 # (passt where /dev/net/tun is closed to the user);

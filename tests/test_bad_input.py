@@ -73,6 +73,8 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
         (["@bad.conf"], ["bad.conf:3: mem=abc", "megabytes"]),
         (["cobd0=c:\\root.img"], ["drive C:", "--drive c="]),
         (["--bogus"], ["--bogus"]),
+        (["-d", "-p", "no-dir/daemon.pid"], ["-p no-dir/daemon.pid", "does not exist"]),
+        (["-d", "-p", "."], ["-p .", "is a directory"]),
     ],
 )
 def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str]) -> None:
@@ -80,7 +82,7 @@ def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str
         Path(colinux.cwd / f).write_bytes(b"\0" * 4096)
     (colinux.cwd / "bad.conf").write_text("# more settings\nmem=64\nmem=abc\n")
     assert_refused(colinux, colinux.run(*words, program="colinux-daemon"), *expected)
-    if words != ["--bogus"]:
+    if words[0] not in ("--bogus", "-d"):  # colinux-daemon's own switches
         assert_refused(colinux, colinux.run("run", *words, "--", "true"), *expected)
 
 

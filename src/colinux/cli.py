@@ -193,6 +193,8 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             ):
                 args.name = check_name(value(word))
         elif word in ("--user", "--system"):
+            if args.service_scope not in (None, word[2:]):
+                raise UserError("colinux-daemon: --user and --system cannot be combined")
             args.service_scope = word[2:]
         elif word == "--":
             args.job = words[i + 1 :]
@@ -236,7 +238,20 @@ def daemon_command(argv: Sequence[str]) -> int:
     if args.service_action is not None:
         return service_command(args)
     machine = args.build()
+    if args.pidfile is not None:
+        check_pidfile(args.pidfile)
     return run_daemon(machine, daemon_options(args, local_console_mode(args.no_console)))
+
+
+def check_pidfile(path: str) -> None:
+    """-p PIDFILE must be writable, checked before anything starts."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"-p {path}: is a directory")
+    if not os.path.isdir(parent):
+        raise UserError(f"-p {path}: directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"-p {path}: directory '{parent}' is not writable")
 
 
 def service_command(args: DaemonArgs) -> int:
@@ -571,6 +586,12 @@ def follow_debug_command(
     from colinux.console.debug import UdpSender, follow_debug, set_collector
     from colinux.daemon.debug import MAX_LEVEL, Filter, parse_facility_levels
 
+    if (on or off) and (components or facilities or level != 15 or file or xml or udp):
+        raise UserError(
+            "colinux debug: --on and --off switch the collector; they take no filter or output"
+        )
+    if file is not None and udp is not None:
+        raise UserError("colinux-debug-daemon: -f FILE and -n HOST cannot be combined")
     if on or off:
         state = set_collector(name, on)
         print(f"debug collector of {name}: {'on' if state else 'off'}")
@@ -593,6 +614,7 @@ def follow_debug_command(
             return follow_debug(name, wanted, out=sender, xml=xml, live=live)
     if file is None:
         return follow_debug(name, wanted, out=sys.stdout, xml=xml, live=live)
+    request(name, {"op": "status"})  # no such guest: say so before the file is made
     try:
         out = open(file, "a", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as e:
@@ -721,6 +743,8 @@ def colinux_command(argv: Sequence[str]) -> int:
     if ns.command == "console":
         return attach_console(check_name(ns.name), replay=not ns.no_replay)
     if ns.command == "serial":
+        if not 0 <= ns.line <= 3:
+            raise UserError(f"colinux serial: line {ns.line}: expected 0..3 (ttyS0..ttyS3)")
         return attach_console(
             check_name(ns.name), replay=not ns.no_replay, line=ns.line, pty=ns.pty
         )
