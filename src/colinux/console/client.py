@@ -184,7 +184,11 @@ async def _attach(
         if interactive:
             print(f"[attached to {what}; {DETACH_KEY_NAME} detaches]\r", file=sys.stderr)
             send_size()
-        loop.add_reader(in_fd, typed)
+        try:
+            loop.add_reader(in_fd, typed)
+        except PermissionError:  # a file or /dev/null: it never blocks, so send it now
+            while data := read_typed(in_fd):
+                writer.write(protocol.encode_data(data))
         if interactive:
             loop.add_signal_handler(signal.SIGWINCH, send_size)
         output = asyncio.create_task(show())
