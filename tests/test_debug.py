@@ -71,11 +71,50 @@ def test_follow_filters_components_and_includes_kernel_messages(
     assert colinux.run("stop", "dbg").returncode == 0
 
 
-def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux) -> None:
-    start(colinux, "on", "--debug-collector")
+def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 1024 * 1024)
+    start(colinux, "on", "--debug-collector", f"cofs0={share}", f"cobd0={disk}")
     assert status(colinux, "on")["debug"] is True
     dump = colinux.run("debug", "on", "--no-follow", "--component", "daemon")
     assert b"daemon/misc[5] engine started pid=" in dump.stdout
+    # Every component's start is recorded, under its own facility, one line each
+    # (the engine's command line holds newlines).
+    everything: list[str] = []
+    seen: set[str] = set()
+
+    def collected() -> bool:
+        everything[:] = colinux.run("debug", "on", "--no-follow").stdout.decode().splitlines()
+        seen.update(line.split()[1].partition("[")[0] for line in everything)
+        return "guest/prints" in seen  # the kernel's messages come as it boots
+
+    assert wait_until(collected, 20)
+    for component in (
+        "daemon/misc", "engine/context_switch", "cofs/filesystem", "net/network",
+        "image/blockdev", "guest/prints",
+    ):  # fmt: skip
+        assert component in seen, (component, seen)
+    assert any(f"share=cofs0 path={share} mode=flat" in line for line in everything)
+    assert any(f"disks=cobd0={disk}" in line for line in everything)
+    assert all(line[:2].isdigit() for line in everything), everything
+
+    # A follower ended by SIGTERM, as one ended by Ctrl-C, closes its XML dump.
+    xml_file = tmp_path / "dbg.xml"
+    follower = colinux.popen(
+        "-a", "on", "-p", "-f", str(xml_file), program="colinux-debug-daemon",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: xml_file.exists() and "<record " in xml_file.read_text(), 20)
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert ET.parse(xml_file).getroot().findall("record")
     off = colinux.run("debug", "on", "--off")
     assert off.stdout == b"debug collector of on: off\n"
     assert status(colinux, "on")["debug"] is False
@@ -93,6 +132,9 @@ def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux) -> No
         (("debug", "x", "--component", "gpu"), b"unknown component 'gpu'"),
         (("debug", "x", "--level", "16"), b"--level 16: expected 0..15"),
         (("debug", "nobody"), b"no running guest named 'nobody'"),
+        (("debug", "nobody", "-f", "out.log"), b"no running guest named 'nobody'"),
+        (("debug", "x", "--on", "-s", "misc=3"), b"they take no filter or output"),
+        (("debug", "x", "--off", "-f", "out.log"), b"they take no filter or output"),
     ],
 )
 def test_bad_debug_options(colinux: Colinux, args: tuple[str, ...], message: bytes) -> None:
@@ -100,6 +142,7 @@ def test_bad_debug_options(colinux: Colinux, args: tuple[str, ...], message: byt
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (colinux.cwd / "out.log").exists()  # nothing written
 
 
 @pytest.mark.parametrize(
@@ -108,6 +151,7 @@ def test_bad_debug_options(colinux: Colinux, args: tuple[str, ...], message: byt
         ((), b"name the guest with -a NAME (running: none)"),
         (("-a", "x", "-n", "host:port"), b"-n host:port: expected HOST or HOST:PORT"),
         (("-x",), b"unknown option -x"),
+        (("-a", "x", "-f", "f.log", "-n", "127.0.0.1"), b"-f FILE and -n HOST cannot be combined"),
     ],
 )
 def test_debug_daemon_bad_input(colinux: Colinux, args: tuple[str, ...], message: bytes) -> None:
@@ -148,6 +192,8 @@ def test_kmsg_lines_and_filters() -> None:
         102.0, 1, "prints", "ubda: bad sector",
     )  # fmt: skip
     assert record_from_kmsg(b" continuation line", 0.0) is None
+    multi = Record(0.0, "engine", "misc", 10, "argv", {"argv": "sh -c 'a\nb'"})
+    assert "\n" not in multi.to_text() and "a\\nb" in multi.to_text()
     levels = parse_facility_levels("all=3,filesystem=10")
     assert levels["misc"] == 3 and levels["filesystem"] == 10
     wanted = Filter(facilities=levels)

@@ -61,6 +61,12 @@ def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> Non
             client.kill()
             client.wait()
 
+    for line in ("4", "-1"):
+        beyond = colinux.run("serial", "tty", line)
+        assert beyond.returncode == 2
+        assert beyond.stderr.strip().splitlines() == [
+            f"colinux serial: line {line}: expected 0..3 (ttyS0..ttyS3)".encode()
+        ]
     missing = colinux.run("serial", "tty", "1")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [

@@ -122,6 +122,7 @@ def test_install_twice_remove_and_remove_again(colinux: Colinux, units: Path) ->
         (("web", "-c", "web.xml", "mem=64"), b"mem=64: a service takes its settings"),
         (("bad/name", "-c", "web.xml"), b"guest name"),
         (("web", "-c", "web.xml", "--run-service", "x"), b"cannot be combined"),
+        (("web", "-c", "web.xml", "--user", "--system"), b"--user and --system cannot be"),
     ],
 )
 def test_install_refuses_bad_input_and_writes_nothing(

@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     debug = sub.add_parser(
         "debug",
         help="follow a guest's debug events (the debug collector)",
-        description="Print a guest's debug events (daemon, engine, hub, cofs, net, guest "
+        description="Print a guest's debug events (daemon, engine, hub, cofs, net, image, guest "
         "kernel) as they happen, after those collected so far. The collector is on while "
         "you follow, or for good with --on.",
     )
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     onoff.add_argument("--off", action="store_true", help="stop collecting")
     debug.add_argument(
         "--component", action="append", default=[], metavar="C",
-        help="only this component (daemon, engine, hub, cofs, net, guest); repeatable",
+        help="only this component (daemon, engine, hub, cofs, net, image, guest); repeatable",
     )  # fmt: skip
     debug.add_argument(
         "-s", dest="facilities", metavar="FACILITY=LEVEL,...",
@@ -596,7 +596,7 @@ def follow_debug_command(
         state = set_collector(name, on)
         print(f"debug collector of {name}: {'on' if state else 'off'}")
         return 0
-    known = ("daemon", "engine", "hub", "cofs", "net", "guest")
+    known = ("daemon", "engine", "hub", "cofs", "net", "image", "guest")
     for component in components:
         if component not in known:
             raise UserError(

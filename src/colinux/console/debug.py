@@ -11,7 +11,10 @@ one text line each, or with ``xml`` the original's ``-p`` XML records.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import TextIO
 
 from colinux.console.client import _connect, request
@@ -62,6 +65,24 @@ class UdpSender:
         self.sock.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a service manager) ends a follower as Ctrl-C does: the XML
+    dump gets its closing tag, the file its last records."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def set_collector(name: str, on: bool) -> bool:
     """Switch guest ``name``'s collector on or off for good; the new state."""
     return bool(request(name, {"op": "debug", "enable": on}).get("enabled"))
@@ -83,7 +104,7 @@ def follow_debug(
     if xml:
         out.write(XML_HEADER)
     try:
-        with sock, contextlib.suppress(KeyboardInterrupt):
+        with sock, contextlib.suppress(KeyboardInterrupt), _terminate_as_interrupt():
             sock.sendall(protocol.encode_json({"op": "follow", "live": live, "replay": replay}))
             decoder = protocol.FrameDecoder()
             while data := sock.recv(65536):

@@ -14,6 +14,7 @@ long as the daemon: a guest that reboots gets a new engine, the same backends.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,36 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop serving and release everything (processes, sockets, devices)."""
+
+
+def backend_log(backend: Backend) -> logging.Logger:
+    """The logger of a backend's component (colinux.net.slirp: net, colinux.cofs: cofs,
+    colinux.image.locks: image), so the debug collector files its events under it."""
+    return logging.getLogger(type(backend).__module__)
+
+
+def describe(backend: Backend, wiring: Wiring) -> dict[str, object]:
+    """A backend's debug-event fields: what it serves and how the engine reaches it."""
+    from colinux.cofs.backend import CofsBackend
+    from colinux.image.locks import DiskLocks
+
+    fields: dict[str, object] = {"backend": type(backend).__name__}
+    cards = getattr(backend, "cards", None)
+    if cards:
+        fields["cards"] = ",".join(f"eth{c.index}={c.type.value}" for c in cards)
+    processes = getattr(backend, "_processes", None)
+    if processes:
+        fields["pids"] = ",".join(str(p.pid) for p in processes)
+    if isinstance(backend, CofsBackend):
+        share = backend.share
+        fields.update(share=f"cofs{share.index}", path=share.path.host, mode=share.type.value)
+    if isinstance(backend, DiskLocks):
+        fields["disks"] = ",".join(
+            f"cobd{d.index}={d.path.host}" for d in backend.machine.enabled_block_devices()
+        )
+    if wiring.kernel_args:
+        fields["kernel_args"] = " ".join(wiring.kernel_args)
+    return fields
 
 
 def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backend]:

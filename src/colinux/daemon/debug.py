@@ -46,6 +46,7 @@ _COMPONENT_FACILITY = {
     "cofs": "filesystem",
     "net": "network",
     "guest": "prints",
+    "image": "blockdev",
 }
 
 
@@ -86,10 +87,11 @@ class Record:
     def to_text(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
         extra = "".join(f" {k}={v}" for k, v in self.fields.items())
-        return (
+        text = (
             f"{stamp}.{int(self.time % 1 * 1000):03d} {self.component}/{self.facility}"
             f"[{self.level}] {self.message}{extra}"
         )
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line per record
 
     def to_xml(self) -> str:
         """The original's ``-p`` record: timestamp, module, file, function, facility, level."""

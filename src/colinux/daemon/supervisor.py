@@ -33,7 +33,7 @@ from typing import Literal
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.daemon import protocol
-from colinux.daemon.backends import backends_for
+from colinux.daemon.backends import Backend, backend_log, backends_for, describe
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
@@ -137,8 +137,12 @@ class Supervisor:
                     self.machine, name=self.options.name, state_dir=gdir.uml_dir
                 )
                 for backend in self.backends:
-                    wiring = wiring + await backend.start()
-                    backends.push_async_callback(backend.stop)
+                    started = await backend.start()
+                    wiring = wiring + started
+                    backends.push_async_callback(self._stop_backend, backend)
+                    backend_log(backend).info(
+                        "backend started", extra={"fields": describe(backend, started)}
+                    )
                 self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
                 channels = await self._start_engine()
                 try:
@@ -152,11 +156,22 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.unlink(self.options.pidfile)
 
+    async def _stop_backend(self, backend: Backend) -> None:
+        await backend.stop()
+        backend_log(backend).info(
+            "backend stopped", extra={"fields": {"backend": type(backend).__name__}}
+        )
+
     async def _start_engine(self) -> GuestChannels:
         channels = await self.engine.start()
         try:
             for backend in self.backends:
                 await backend.engine_started(self.engine.pid or 0)
+                if getattr(backend, "_processes", None):  # helpers started for this engine
+                    fields = describe(backend, Wiring())
+                    backend_log(backend).debug(
+                        "backend joined the engine", extra={"fields": fields}
+                    )
         except BaseException:
             self.engine.kill()
             await self.engine.wait()
