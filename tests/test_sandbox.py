@@ -80,3 +80,18 @@ def test_runs_as_an_ordinary_user(ordinary_user: OrdinaryUser) -> None:
     assert result.returncode == 0, result.stderr
     # root inside the guest, an ordinary user on the host
     assert result.stdout.split() == [b"0", b"ok"]
+
+
+def test_hostfs_shows_an_ordinary_users_guest_no_host_file(ordinary_user: OrdinaryUser) -> None:
+    # The same confinement when the engine runs unprivileged (its own namespaces).
+    script = "mkdir -p /m\n" + "".join(
+        f"if mount -t hostfs -o '{p}' none /m 2>/dev/null; then echo MOUNTED '{p}'; "
+        "find /m -xdev 2>/dev/null | head -500; umount /m; fi\n"
+        for p in [*ESCAPES, str(ordinary_user.work), str(ordinary_user.lib)]
+    )
+    result = ordinary_user.run("run", "--no-share", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "MOUNTED /\n" in out
+    for host_file in ("/etc/passwd", "/root/", "/home/", "/colinux/cli.py", str(ordinary_user.top)):
+        assert f"/m{host_file}" not in out, out
