@@ -7,14 +7,25 @@ cofs/disk-image and cofs/host, plus large sequential write/read MB/s (dd,
 with the guest's page cache dropped before reading)::
 
     .venv/bin/python bench/cofs.py [--files 2000] [--transactions 10000] [--seq-mb 64] [--rounds 2]
+    .venv/bin/python bench/cofs.py --breakdown
 
 postmark and its C library are shipped to the guest on a second,
 read-only share. Needs the Debian packages postmark and e2fsprogs.
+
+``--breakdown`` says where cofs's time goes instead: one more guest runs
+postmark once on each target, timed in the guest, while the cofs servers
+count their requests and their own time per request (``COLINUX_COFS_STATS``).
+What the server does not account for of cofs's extra time over the disk image
+is the guest's side of each round trip (UML's interrupt, the FUSE client,
+waking the waiting process). It also prints what a round trip would have to
+cost for cofs to reach 0.8x the disk image with that many requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -86,6 +97,72 @@ done
 """
 
 
+BREAKDOWN = r"""
+set -e
+mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/meta /mnt/disk
+mount -t cofs cofs1 /mnt/tools
+cp /mnt/tools/libc.so.6 /lib/x86_64-linux-gnu/
+cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
+mount -t cofs cofs0 /mnt/flat
+mount -t cofs cofs2 /mnt/meta
+mount /dev/cobd0 /mnt/disk
+for target in disk flat meta; do
+    mkdir -p /mnt/$target/pm
+    read -r t0 _ </proc/uptime
+    /mnt/tools/postmark /mnt/tools/pm-$target.cfg >/dev/null 2>&1
+    read -r t1 _ </proc/uptime
+    echo "elapsed $target $t0 $t1"
+    rm -rf /mnt/$target/pm
+done
+"""
+
+
+def breakdown(argv: list[str], stats: Path) -> None:
+    """Run postmark once per target with request statistics on; print where time goes."""
+    result = subprocess.run(
+        [*argv, "--", "sh", "-c", BREAKDOWN], capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, env={**os.environ, "COLINUX_COFS_STATS": str(stats)},
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"the guest failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    elapsed = {
+        m.group(1): float(m.group(3)) - float(m.group(2))
+        for m in re.finditer(r"elapsed (\w+) ([\d.]+) ([\d.]+)", result.stdout)
+    }
+    records = {r["tag"]: r for r in map(json.loads, stats.read_text().splitlines())}
+    disk = elapsed["disk"]
+    print(f"postmark once per target; the disk image took {disk:.1f} s")
+    print()
+    print("| share | postmark s | vs disk | requests | server µs/request | guest-side µs/request "
+          "| µs/request for 0.8x |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    ops: dict[str, dict[str, list[int]]] = {}
+    for target, tag in (("flat", "cofs0"), ("meta", "cofs2")):
+        r = records[tag]
+        n = sum(count for count, _ in r["ops"].values())
+        server = r["busy_ns"] / 1e9
+        extra = elapsed[target] - disk
+        guest_side = extra - server
+        budget = disk / 0.8 - disk  # all the extra time 0.8x allows
+        print(
+            f"| {target} | {elapsed[target]:.1f} | {disk / elapsed[target]:.2f} | {n} "
+            f"| {server / n * 1e6:.0f} | {guest_side / n * 1e6:.0f} | {budget / n * 1e6:.0f} |"
+        )
+        ops[target] = r["ops"]
+    print()
+    print("| request | flat count | flat server µs | meta count | meta server µs |")
+    print("| --- | --- | --- | --- | --- |")
+    names = sorted(ops["flat"], key=lambda k: -ops["flat"][k][0])
+    for name in names:
+        if ops["flat"][name][0] < 100:
+            continue
+        row = [f"| {name}"]
+        for target in ("flat", "meta"):
+            count, ns = ops[target].get(name, [0, 0])
+            row.append(f"{count} | {ns / max(count, 1) / 1000:.0f}")
+        print(" | ".join(row) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
@@ -94,6 +171,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each; the best is kept")
     parser.add_argument("--mem", type=int, default=256, help="guest memory, MB")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the guest's output")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="where cofs's time goes, instead of the table"
+    )
     ns = parser.parse_args()
     postmark = shutil.which("postmark")
     if postmark is None:
@@ -117,11 +197,16 @@ def main() -> int:
         # each is kept: the machine's load changes from one minute to the next.
         order = [t for i in range(ns.rounds) for t in TARGETS[:: -1 if i % 2 else 1]]
         guest = GUEST.replace("SEQMB", str(ns.seq_mb)).replace("ORDER", " ".join(order))
+        argv = [
+            str(BIN / "colinux"), "run", "--no-share", f"mem={ns.mem}", f"cofs0={share}",
+            f"cofs1={tools},ro", f"cofs2={meta_share},meta", f"cobd0={image}",
+        ]  # fmt: skip
+        if ns.breakdown:
+            breakdown(argv, base / "stats.jsonl")
+            return 0
         result = subprocess.run(
-            [str(BIN / "colinux"), "run", "--no-share", f"mem={ns.mem}", f"cofs0={share}",
-             f"cofs1={tools},ro", f"cofs2={meta_share},meta", f"cobd0={image}",
-             "--", "sh", "-c", guest],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            [*argv, "--", "sh", "-c", guest], capture_output=True, text=True,
+            stdin=subprocess.DEVNULL,
         )  # fmt: skip
         if ns.verbose:
             print(result.stdout)

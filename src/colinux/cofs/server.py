@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import resource
 import select
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,41 @@ NUM_QUEUES = 2  # hiprio + one request queue
 IO_WORKERS = 4  # threads for requests that may block for long
 VIRTIO_ID_FS = 26
 _WRITE = fp.Opcode.WRITE.to_bytes(4, "little")
+# Where to append each connection's request statistics (bench/cofs.py --breakdown).
+STATS_ENV = "COLINUX_COFS_STATS"
+
+
+class _Stats:
+    """Requests and the server's time per FUSE opcode for one connection: what
+    bench/cofs.py sets against the guest's time to say where a round trip goes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.ops: dict[str, list[int]] = {}  # opcode name -> [count, nanoseconds]
+        # From a kick seen to the replies in the used ring, in nanoseconds: what the
+        # guest waits for. Raising the interrupt is left out: it wakes the engine,
+        # which may then run on this thread's core before the write returns.
+        self.busy = 0
+        self.kicks = 0
+        self.answered = 0
+
+    def op(self, chain: Chain, ns: int) -> None:
+        first = chain.readable[0] if chain.readable else b""
+        code = int.from_bytes(first[4:8], "little") if len(first) >= 8 else -1
+        try:
+            name = fp.Opcode(code).name
+        except ValueError:
+            name = str(code)
+        entry = self.ops.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += ns
+
+    def write(self, tag: str) -> None:
+        if not self.kicks:
+            return
+        record = {"tag": tag, "kicks": self.kicks, "busy_ns": self.busy, "ops": self.ops}
+        with contextlib.suppress(OSError), open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 class _Queue:
@@ -90,6 +127,7 @@ class CofsServer:
         self._pool: ThreadPoolExecutor | None = None
         self._done = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # a worker finished
         self._finished: deque[tuple[int, Virtqueue, int, Chain, bytes]] = deque()
+        self._stats: _Stats | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -134,6 +172,8 @@ class CofsServer:
             conn, _ = self._listener.accept()
             self._conn = conn
             self._fs = ShareFileSystem(self.root, readonly=self.readonly, meta=self.meta)
+            stats_path = os.environ.get(STATS_ENV)
+            self._stats = _Stats(stats_path) if stats_path else None
             try:
                 if self._serve() == "stop":
                     return
@@ -146,6 +186,9 @@ class CofsServer:
                     log.exception("cofs %s: cleaning up the connection failed", self.tag)
 
     def _disconnect(self) -> None:
+        if self._stats is not None:
+            self._stats.write(self.tag)
+            self._stats = None
         self._finished.clear()  # for rings that are going
         for q in self._queues:
             q.reset()
@@ -194,8 +237,15 @@ class CofsServer:
                     self._complete()
                 for fd, index in kicks.items():
                     if fd in ready:
-                        drain(fd)
-                        self._process(index)
+                        if self._stats is None:
+                            drain(fd)
+                            self._process(index)
+                        else:
+                            started = time.perf_counter_ns()
+                            drain(fd)
+                            self._process(index)
+                            self._stats.busy += self._stats.answered - started
+                            self._stats.kicks += 1
                 # Messages last: one may close the kick descriptors polled above.
                 if conn in ready:
                     if not self._message():
@@ -347,7 +397,12 @@ class CofsServer:
             written: int | Callable[[], bytes] = 0
             try:
                 chain = ring.chain(head)
-                written = self._request(chain)
+                if self._stats is None:
+                    written = self._request(chain)
+                else:
+                    started = time.perf_counter_ns()
+                    written = self._request(chain)
+                    self._stats.op(chain, time.perf_counter_ns() - started)
             except DescriptorError as e:
                 log.warning("cofs %s: request refused: %s", self.tag, e)
             except Exception:
@@ -358,6 +413,8 @@ class CofsServer:
                 continue
             ring.push(head, written)
             pushed = True
+        if self._stats is not None:
+            self._stats.answered = time.perf_counter_ns()
         if pushed and ring.wants_interrupt():
             signal(queue.call)
 
