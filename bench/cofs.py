@@ -65,15 +65,9 @@ def parse_timed(text: str, mb: int) -> float:
     return mb / max(float(m.group(2)) - float(m.group(1)), 0.01)
 
 
-GUEST = r"""
+# postmark and its libraries from the tools share, the three targets mounted.
+SETUP = r"""
 set -e
-# busybox dd prints no rate: time it with /proc/uptime (centiseconds).
-timed() {
-    read -r t0 _ </proc/uptime
-    "$@" 2>/dev/null
-    read -r t1 _ </proc/uptime
-    echo "seconds $t0 $t1"
-}
 mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/meta /mnt/disk
 mount -t cofs cofs1 /mnt/tools
 cp /mnt/tools/libc.so.6 /lib/x86_64-linux-gnu/
@@ -81,6 +75,18 @@ cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
 mount -t cofs cofs0 /mnt/flat
 mount -t cofs cofs2 /mnt/meta
 mount /dev/cobd0 /mnt/disk
+"""
+
+GUEST = (
+    SETUP
+    + r"""
+# busybox dd prints no rate: time it with /proc/uptime (centiseconds).
+timed() {
+    read -r t0 _ </proc/uptime
+    "$@" 2>/dev/null
+    read -r t1 _ </proc/uptime
+    echo "seconds $t0 $t1"
+}
 for target in ORDER; do
     dir=/mnt/$target/pm
     mkdir -p $dir
@@ -95,17 +101,12 @@ for target in ORDER; do
     rm /mnt/$target/seq
 done
 """
+)
 
 
-BREAKDOWN = r"""
-set -e
-mkdir -p /lib/x86_64-linux-gnu /lib64 /mnt/tools /mnt/flat /mnt/meta /mnt/disk
-mount -t cofs cofs1 /mnt/tools
-cp /mnt/tools/libc.so.6 /lib/x86_64-linux-gnu/
-cp /mnt/tools/ld-linux-x86-64.so.2 /lib64/
-mount -t cofs cofs0 /mnt/flat
-mount -t cofs cofs2 /mnt/meta
-mount /dev/cobd0 /mnt/disk
+BREAKDOWN = (
+    SETUP
+    + r"""
 for target in disk flat meta; do
     mkdir -p /mnt/$target/pm
     read -r t0 _ </proc/uptime
@@ -115,6 +116,7 @@ for target in disk flat meta; do
     rm -rf /mnt/$target/pm
 done
 """
+)
 
 
 def breakdown(argv: list[str], stats: Path) -> None:
