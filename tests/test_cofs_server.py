@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,3 +270,34 @@ def test_a_new_front_end_after_the_old_one_went(served: tuple[FrontEnd, Path]) -
     finally:
         again.close()
     front.sock = socket.socket()  # closed above; let the fixture close something
+
+
+def test_request_statistics_for_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COLINUX_COFS_STATS (bench/cofs.py --breakdown): each connection's requests and
+    the server's time per opcode, appended when the front end goes."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "hello").write_bytes(b"hi\n")
+    stats = tmp_path / "stats.jsonl"
+    monkeypatch.setenv("COLINUX_COFS_STATS", str(stats))
+    server = CofsServer(str(tmp_path / "cofs.sock"), str(share), tag="cofs3")
+    server.start()
+    try:
+        front = FrontEnd(str(tmp_path / "cofs.sock"))
+        front.setup_queue()
+        front.fuse(fp.Opcode.INIT, struct.pack("<IIII", 7, 31, 65536, 0))
+        for _ in range(3):
+            entry = front.fuse(fp.Opcode.LOOKUP, b"hello\0")
+        front.fuse(fp.Opcode.GETATTR, bytes(16), struct.unpack_from("<Q", entry, 16)[0])
+        front.close()
+        deadline = time.monotonic() + 5
+        while not stats.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        server.stop()
+    (record,) = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert record["tag"] == "cofs3" and record["kicks"] == 5 and record["busy_ns"] > 0
+    counts = {name: count for name, (count, ns) in record["ops"].items() if ns > 0}
+    assert counts == {"INIT": 1, "LOOKUP": 3, "GETATTR": 1}
