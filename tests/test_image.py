@@ -235,13 +235,21 @@ def test_debian_boots_from_a_meta_cofs_directory(
     subprocess.run(["cp", "-a", str(debian_cofs_tree), str(root)], check=True)  # xattrs too
     console = Terminal(
         colinux, "--name", "cofsroot", "mem=256", f"cofs0={root},meta", "root=cofs0", "rw",
-        program="colinux-daemon",
+        "ttys0=daemon", program="colinux-daemon",
     )  # fmt: skip
     try:
         log_in(console)
         out = run_in(console, "findmnt -no SOURCE,FSTYPE /; systemctl is-system-running", "st")
         assert "cofs0 virtiofs" in " ".join(out.split())
         assert "running" in out or "degraded" in out
+        # systemd runs a getty on the serial line colinux connected (ttys0=daemon).
+        line = Terminal(colinux, "serial", "cofsroot", "0")
+        log_in(line)
+        line.output = b""
+        line.type(b"tty; echo serial-$((1+1))\r")
+        assert b"/dev/ttyS0" in line.read_until(b"serial-2")
+        line.type(b"exit\r\x1d")
+        assert line.close() == 0
         run_in(console, "echo from-the-guest >/root/note; chmod 600 /root/note", "note")
         console.type(b"shutdown -h now\r")
         status = console.close()

@@ -163,6 +163,8 @@ _GUEST_TOOLS = (
     ("usr/lib/colinux/cobd-names", "cobd-names", 0o755),
     ("etc/udev/rules.d/60-colinux.rules", "debian-udev.rules", 0o644),
     ("etc/systemd/network/20-colinux-eth.network", "debian-eth.network", 0o644),
+    # A getty on each serial line colinux connects (ttysN=), as on the default guest.
+    ("usr/lib/systemd/system-generators/colinux-serial-getty", "debian-serial-getty", 0o755),
 )
 
 
