@@ -114,6 +114,9 @@ def test_start_list_console_stop(colinux: Colinux) -> None:
     result = colinux.run("stop", "web")
     assert result.returncode == 0, result.stderr
     assert listed(colinux) == []
+    # Nothing went wrong, so the daemon's (empty) log went with it.
+    log = colinux.run_dir / "web.log"
+    assert wait_until(lambda: not log.exists()), log.read_text()
 
 
 def test_console_reads_typed_input_from_a_file(colinux: Colinux) -> None:

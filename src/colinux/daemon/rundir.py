@@ -145,6 +145,9 @@ class ClaimedGuestDir(GuestDir):
         shutil.rmtree(self.uml_dir, ignore_errors=True)
         for leftover in (self.control_socket, self.info_file, self.path / "engine.log"):
             leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # colinux start's log, when nothing went wrong
+            if self.log_file.stat().st_size == 0:
+                self.log_file.unlink()
         (self.path / "lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path.rmdir()

@@ -570,8 +570,10 @@ class Supervisor:
                             set_window_size(hub.fd, rows, cols)
                     else:
                         writer.write(protocol.encode_json(await self._request(request)))
-        except (protocol.ProtocolError, ConnectionError) as e:
+        except protocol.ProtocolError as e:
             log.warning("control client: %s", e)
+        except ConnectionError as e:  # it went away with output in flight: a detach, Ctrl-C
+            log.debug("control client: %s", e)
         finally:
             if detach is not None:
                 detach()
