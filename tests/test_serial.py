@@ -124,3 +124,28 @@ def test_bad_serial_settings(colinux: Colinux, word: str, message: bytes) -> Non
     assert result.returncode == 2, result
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("element", "message"),
+    [
+        ('<serial index="9"/>', b's.xml:2: <serial> index="9": index 9 is out of range (0..3)'),
+        ("<serial/>", b"s.xml:2: <serial> is missing the attribute index"),
+        ('<serial index="0" device=""/>', b's.xml:2: <serial> device="": expected a path'),
+        ('<serial index="0" device="/nonexistent"/>', b"device '/nonexistent' does not exist"),
+        ('<serial index="0" device="/dev/null" mode="baud=7"/>', b"baud is 50..4000000"),
+        ('<serial index="0" mode="baud=9600"/>', b"a line the daemon serves (no device) has no"),
+        ('<serial index="1"/><serial index="1"/>', b"ttyS1 is already defined on line 2"),
+    ],
+)
+def test_bad_serial_elements(colinux: Colinux, element: str, message: bytes) -> None:
+    (colinux.cwd / "s.xml").write_text(f"<colinux>\n{element}\n</colinux>\n")
+    for argv, program in (
+        (("config", "check", "s.xml"), "colinux"),
+        (("-c", "s.xml"), "colinux-daemon"),
+    ):
+        result = colinux.run(*argv, program=program)
+        assert result.returncode == 2, result
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert colinux.run("list").stdout.count(b"\n") == 1  # the header: nothing started
