@@ -237,6 +237,8 @@ def test_stop_forces_a_stuck_guest_after_the_timeout(colinux: Colinux) -> None:
     assert 2 <= took < 10, took
     assert wait_until(lambda: not processes_mentioning("umid=frozen"), 10)
     assert listed(colinux) == []
+    log = colinux.run_dir / "frozen.log"  # the daemon ended with nothing to complain of
+    assert wait_until(lambda: not log.exists()), log.read_text()
     # --force does not wait for a clean shutdown at all
     start(colinux, "frozen")
     began = time.monotonic()

@@ -368,6 +368,8 @@ class Supervisor:
                     self.hub.drain()
                     self._local_output = False
                     self.job_status = int(words[1])
+        except ConnectionError:
+            pass  # the engine was killed with our words unread: the end, as at end-of-file
         finally:
             writer.close()
 
@@ -411,6 +413,8 @@ class Supervisor:
                 else:
                     for sink in list(self.hub.sinks):
                         sink(data)
+        except ConnectionError:
+            pass  # the engine was killed: the end, as at end-of-file
         finally:
             writer.close()
 
