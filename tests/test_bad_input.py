@@ -75,6 +75,7 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
         (["--bogus"], ["--bogus"]),
         (["-d", "-p", "no-dir/daemon.pid"], ["-p no-dir/daemon.pid", "does not exist"]),
         (["-d", "-p", "."], ["-p .", "is a directory"]),
+        (["--"], ["'--' must be followed by a command"]),
     ],
 )
 def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str]) -> None:
@@ -82,7 +83,7 @@ def test_bad_command_line(colinux: Colinux, words: list[str], expected: list[str
         Path(colinux.cwd / f).write_bytes(b"\0" * 4096)
     (colinux.cwd / "bad.conf").write_text("# more settings\nmem=64\nmem=abc\n")
     assert_refused(colinux, colinux.run(*words, program="colinux-daemon"), *expected)
-    if words[0] not in ("--bogus", "-d"):  # colinux-daemon's own switches
+    if words[0] not in ("--bogus", "-d", "--"):  # colinux-daemon's own switches
         assert_refused(colinux, colinux.run("run", *words, "--", "true"), *expected)
 
 

@@ -198,6 +198,8 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             args.service_scope = word[2:]
         elif word == "--":
             args.job = words[i + 1 :]
+            if not args.job:
+                raise UserError("colinux-daemon: '--' must be followed by a command")
             break
         elif word.startswith("-") and "=" not in word:
             raise UserError(f"colinux-daemon: unknown option {word} (see colinux-daemon --help)")
@@ -792,6 +794,9 @@ def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -
         status = e.exit_status
     except KeyboardInterrupt:
         status = 130
+    except BrokenPipeError:  # `colinux debug NAME | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        status = 128 + 13  # as if killed by SIGPIPE
     sys.exit(status)
 
 
