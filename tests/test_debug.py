@@ -68,6 +68,26 @@ def test_follow_filters_components_and_includes_kernel_messages(
     assert any((r.text or "").startswith("Linux version") for r in records)
     for attr in ("timestamp", "module", "file", "function", "facility", "line", "level"):
         assert records[0].get(attr) is not None
+
+    # `colinux debug NAME | head -1`: a reader that goes away ends the follower quietly.
+    piped = colinux.popen(
+        "debug", "dbg", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert piped.stdout is not None and piped.stdout.readline()
+        piped.stdout.close()
+        for _ in range(3):  # new records to write: console clients come and go
+            client = Terminal(colinux, "console", "dbg", "--no-replay")
+            client.type(b"\x1d")
+            assert client.close() == 0
+            if piped.poll() is not None:
+                break
+        assert piped.wait(20) == 128 + signal.SIGPIPE
+        assert piped.stderr is not None and piped.stderr.read() == b""
+    finally:
+        if piped.poll() is None:
+            piped.kill()
+            piped.wait()
     assert colinux.run("stop", "dbg").returncode == 0
 
 
