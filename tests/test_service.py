@@ -93,6 +93,13 @@ def test_drive_maps_from_the_environment_are_stored(colinux: Colinux, units: Pat
     assert f"--drive D={colinux.cwd}" in (units / "colinux-web.service").read_text()
 
 
+def test_daemon_switches_are_stored(colinux: Colinux, units: Path) -> None:
+    result = install(colinux, "web", "-c", "web.xml", "-k", "-p", "web.pid", "--debug-collector")
+    assert result.returncode == 0, result.stderr
+    text = (units / "colinux-web.service").read_text()
+    assert f" -k -p {colinux.cwd / 'web.pid'} --debug-collector\n" in text
+
+
 def test_install_twice_remove_and_remove_again(colinux: Colinux, units: Path) -> None:
     assert install(colinux, "web", "-c", "web.xml").returncode == 0
     unit = units / "colinux-web.service"
@@ -123,6 +130,7 @@ def test_install_twice_remove_and_remove_again(colinux: Colinux, units: Path) ->
         (("bad/name", "-c", "web.xml"), b"guest name"),
         (("web", "-c", "web.xml", "--run-service", "x"), b"cannot be combined"),
         (("web", "-c", "web.xml", "--user", "--system"), b"--user and --system cannot be"),
+        (("web", "-c", "web.xml", "-p", "/nonexistent/web.pid"), b"does not exist"),
     ],
 )
 def test_install_refuses_bad_input_and_writes_nothing(

@@ -273,6 +273,9 @@ def service_command(args: DaemonArgs) -> int:
             f"colinux-daemon --{action}-service: {extra}: a service takes its settings "
             "from its -c file only; put them there"
         )
+    if action != "remove" and args.pidfile is not None:
+        args.pidfile = os.path.abspath(args.pidfile)  # the unit runs elsewhere
+        check_pidfile(args.pidfile)
     if action == "run":
         machine = args.build()
         options = dataclasses.replace(daemon_options(args, "none"), service=True)
@@ -296,6 +299,8 @@ def service_command(args: DaemonArgs) -> int:
             for letter, directory in DriveMap.from_sources(args.drives, os.environ).items()
         ),
         quiet=args.quiet,
+        pidfile=args.pidfile,
+        debug_collector=args.debug_collector,
     )
     path = service.install(unit)
     ctl = service.systemctl_hint(unit.scope)

@@ -89,6 +89,8 @@ class ServiceUnit:
     working_directory: str
     drives: tuple[str, ...] = ()  # --drive L=DIR, stored so DOS paths resolve the same
     quiet: bool = False  # -k
+    pidfile: str | None = None  # -p PIDFILE, absolute
+    debug_collector: bool = False  # --debug-collector
     command: tuple[str, ...] = field(default_factory=lambda: tuple(daemon_command()))
 
     @property
@@ -101,6 +103,10 @@ class ServiceUnit:
             argv += ["--drive", drive]
         if self.quiet:
             argv.append("-k")
+        if self.pidfile is not None:
+            argv += ["-p", self.pidfile]
+        if self.debug_collector:
+            argv.append("--debug-collector")
         return argv
 
     def render(self) -> str:
