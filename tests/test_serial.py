@@ -117,6 +117,8 @@ def test_serial_settings_convert_between_xml_and_command_line(colinux: Colinux) 
         ('ttys0=/dev/null,"baud=12"', b"baud is 50..4000000"),
         ('ttys0=/dev/null,"speed=9600"', b"expected KEY=VALUE with KEY one of baud"),
         ("ttys0=daemon,baud=9600", b"the daemon's line takes no MODE"),
+        ("ttyS0=daemon", b"ttyS0=daemon: did you mean ttys0=? (lower case, with an index)"),
+        ("ttys=daemon", b"ttys=daemon: did you mean ttysN=?"),
     ],
 )
 def test_bad_serial_settings(colinux: Colinux, word: str, message: bytes) -> None:

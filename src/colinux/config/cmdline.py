@@ -86,6 +86,8 @@ Word = tuple[str, str | None]
 
 SCALAR_KEYS = ("kernel", "mem", "initrd")
 _INDEXED_KEY = re.compile(r"(cobd|cofs|eth|ttys)([0-9]+)", re.ASCII)
+# Device keys mistyped (ttyS0=, ETH0=, cobd=): refused rather than given to the kernel.
+_NEAR_MISS = re.compile(r"(cobd|cofs|eth|ttys)([0-9]*)", re.ASCII | re.IGNORECASE)
 _INDEX_LIMITS = {"eth": MAX_NETWORK_INDEX, "ttys": MAX_SERIAL_INDEX}
 SERIAL_DAEMON = "daemon"  # ttysN=daemon: the daemon serves the line
 _ALIAS_REFERENCE = re.compile(r":cobd([0-9]+)", re.ASCII)
@@ -218,6 +220,10 @@ class _Builder:
     def add(self, word: Word) -> None:
         key = setting_key(word[0])
         if key is None:
+            near = _NEAR_MISS.fullmatch(word[0].partition("=")[0]) if "=" in word[0] else None
+            if near:  # ttyS0=, ETH0=, cobd=: a typo, not a kernel parameter
+                kind, index = near.group(1).lower(), near.group(2) or "N"
+                raise self.fail(word, f"did you mean {kind}{index}=? (lower case, with an index)")
             self.bootparams.append(word[0])
             return
         value = word[0][len(key) + 1 :]
