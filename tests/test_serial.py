@@ -27,7 +27,7 @@ def read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
 
 
 def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> None:
-    start(colinux, "tty", "ttys0=daemon", "ttys2=")
+    start(colinux, "tty", "ttys0=daemon", "ttys2=", "--debug-collector")
     line = Terminal(colinux, "serial", "tty", "0")
     line.read_until(b"tty login: ")  # the getty's prompt, replayed on attach
     line.type(b"root\r")
@@ -37,6 +37,8 @@ def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> Non
     line.type(b"\x1d")
     assert line.close() == 0
     assert b"detached from tty" in line.output
+    events = colinux.run("debug", "tty", "--no-follow", "--component", "hub").stdout
+    assert b"client attached line=ttyS0 clients=1" in events  # which hub, in debug events
 
     # A host pty for screen or minicom: the same line, the same shell.
     client = colinux.popen(

@@ -26,8 +26,16 @@ HISTORY_BYTES = 64 * 1024
 
 
 class ConsoleHub:
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, history: int = HISTORY_BYTES):
+    def __init__(
+        self,
+        fd: int,
+        loop: asyncio.AbstractEventLoop,
+        history: int = HISTORY_BYTES,
+        *,
+        line: str = "console",  # or ttyS0..ttyS3: how debug events name this hub
+    ):
         self.fd = fd
+        self.line = line
         self.loop = loop
         self.history_limit = history
         self.history = bytearray()
@@ -42,14 +50,14 @@ class ConsoleHub:
         if replay and self.history:
             sink(bytes(self.history))
         self.sinks.append(sink)
-        log.info("client attached", extra={"fields": {"fd": self.fd, "clients": len(self.sinks)}})
+        fields = {"line": self.line, "clients": len(self.sinks)}
+        log.info("client attached", extra={"fields": fields})
 
         def detach() -> None:
             with contextlib.suppress(ValueError):
                 self.sinks.remove(sink)
-                log.info(
-                    "client detached", extra={"fields": {"fd": self.fd, "clients": len(self.sinks)}}
-                )
+                fields = {"line": self.line, "clients": len(self.sinks)}
+                log.info("client detached", extra={"fields": fields})
 
         return detach
 

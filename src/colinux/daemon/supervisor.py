@@ -183,7 +183,9 @@ class Supervisor:
     ) -> int:
         self.hub = ConsoleHub(channels.console, loop)
         # Serial lines the daemon serves get a hub each, like the console.
-        self.serial_hubs = {i: ConsoleHub(fd, loop) for i, fd in channels.serials.items()}
+        self.serial_hubs = {
+            i: ConsoleHub(fd, loop, line=f"ttyS{i}") for i, fd in channels.serials.items()
+        }
         if self.options.pidfile:
             with open(self.options.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
