@@ -14,7 +14,13 @@ import pytest
 from conftest import Colinux, wait_until
 from test_daemon import Terminal, start
 
-from colinux.daemon.debug import Filter, Record, parse_facility_levels, record_from_kmsg
+from colinux.daemon.debug import (
+    DebugCollector,
+    Filter,
+    Record,
+    parse_facility_levels,
+    record_from_kmsg,
+)
 
 
 def status(colinux: Colinux, name: str) -> dict[str, object]:
@@ -220,3 +226,34 @@ def test_kmsg_lines_and_filters() -> None:
     assert wanted(record)
     assert not wanted(Record(0.0, "cofs", "filesystem", 15, "lookup"))
     assert Record.from_json(record.to_json()) == record
+
+
+def test_records_from_other_threads_reach_followers_on_the_loop() -> None:
+    """cofs servers and relays log from their own threads; followers write to asyncio
+    streams, which only the loop's thread may touch."""
+    import asyncio
+    import logging
+    import threading
+
+    async def scenario() -> list[tuple[str, bool]]:
+        collector = DebugCollector("colinux.test-threads")
+        collector.bind_loop(asyncio.get_running_loop())
+        collector.enable()
+        loop_thread = threading.get_ident()
+        seen: list[tuple[str, bool]] = []
+        collector.subscribe(
+            lambda r: seen.append((r.message, threading.get_ident() == loop_thread))
+        )
+        worker = threading.Thread(
+            target=logging.getLogger("colinux.test-threads.cofs").warning, args=("from a thread",)
+        )
+        worker.start()
+        worker.join()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        collector.disable()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert ("from a thread", True) in seen, seen
+    assert all(on_loop for _, on_loop in seen), seen

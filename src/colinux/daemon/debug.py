@@ -21,9 +21,12 @@ lower is more important (error 1, warning 3, info 5, debug 10). A filter
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -215,6 +218,13 @@ class DebugCollector:
         self._subscribers: list[Subscriber] = []
         self._handler = _Handler(self)
         self._saved_level = self.logger.level
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver records on ``loop``'s thread (the caller's): subscribers write to
+        asyncio streams, and the cofs servers and relays log from threads of their own."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
 
     def enable(self) -> None:
         if self.enabled:
@@ -236,6 +246,13 @@ class DebugCollector:
     def emit(self, record: Record) -> None:
         if not self.enabled:
             return
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the daemon ends
+                self._loop.call_soon_threadsafe(self._deliver, record)
+            return
+        self._deliver(record)
+
+    def _deliver(self, record: Record) -> None:
         self.history.append(record)
         for subscriber in list(self._subscribers):
             subscriber(record)

@@ -126,6 +126,7 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        self.debug.bind_loop(loop)
         if self._debug_wanted:  # from the start: the backends' and engine's start too
             self._set_debug(True)
         gdir = ClaimedGuestDir(self.options.name)
