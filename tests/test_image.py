@@ -250,6 +250,10 @@ def test_debian_boots_from_a_meta_cofs_directory(
         assert b"/dev/ttyS0" in line.read_until(b"serial-2")
         line.type(b"exit\r\x1d")
         assert line.close() == 0
+        # The kernel's messages reach the debug collector from a Debian guest too.
+        kernel = colinux.run("debug", "cofsroot", "--no-follow", "--component", "guest")
+        assert b"guest/prints[5] Linux version" in kernel.stdout, kernel.stdout[-2000:]
+        assert b"systemd[1]:" in kernel.stdout  # userland's messages, after the hand-over
         run_in(console, "echo from-the-guest >/root/note; chmod 600 /root/note", "note")
         console.type(b"shutdown -h now\r")
         status = console.close()

@@ -165,6 +165,7 @@ _GUEST_TOOLS = (
     ("etc/systemd/network/20-colinux-eth.network", "debian-eth.network", 0o644),
     # A getty on each serial line colinux connects (ttysN=), as on the default guest.
     ("usr/lib/systemd/system-generators/colinux-serial-getty", "debian-serial-getty", 0o755),
+    ("etc/systemd/system/colinux-kmsg.service", "debian-kmsg.service", 0o644),
 )
 
 
@@ -239,7 +240,8 @@ def _customize_script(spec: RootImageSpec, image: str) -> str:
         [
             "set -e",
             password,
-            'chroot "$1" systemctl enable -q console-getty.service systemd-networkd.service',
+            'chroot "$1" systemctl enable -q console-getty.service systemd-networkd.service '
+            "colinux-kmsg.service",
             'chroot "$1" systemctl mask -q systemd-networkd-wait-online.service',
             # What mmdebstrap's own clean-up would remove, before the image is made.
             'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
