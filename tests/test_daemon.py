@@ -122,23 +122,28 @@ def test_start_list_console_stop(colinux: Colinux) -> None:
 def test_console_reads_typed_input_from_a_file(colinux: Colinux) -> None:
     # Standard input that cannot be polled (a file, /dev/null) is sent as typed.
     start(colinux, "scripted")
+    # A terminal first, which answers the shell's cursor query (what we send next
+    # would otherwise be taken for the answer).
+    watcher = Terminal(colinux, "console", "scripted")
+    watcher.read_until(b"scripted:/root# ")
     script = colinux.cwd / "typed.txt"
     script.write_text("echo typed-$((2*3))\npoweroff\n")
     with open(script, "rb") as typed:
         result = colinux.run("console", "scripted", stdin=typed)
     assert result.returncode == 0, result.stderr
+    assert watcher.close() == 0
     assert b"typed-6" in result.stdout
     assert b"has stopped" in result.stderr
     assert wait_until(lambda: listed(colinux) == [])
     start(colinux, "scripted")
-    watcher = colinux.popen(
+    idle = colinux.popen(
         "console", "scripted", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     assert wait_until(lambda: listed(colinux)[0][1] == "running")
     assert colinux.run("stop", "scripted").returncode == 0
-    _out, err = watcher.communicate(timeout=30)
-    assert watcher.returncode == 0, err
+    _out, err = idle.communicate(timeout=30)
+    assert idle.returncode == 0, err
     assert b"has stopped" in err
 
 

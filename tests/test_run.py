@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,32 @@ def test_output_is_byte_exact_and_stderr_separate(colinux: Colinux) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"a\nb\tc\x01\nend"
     assert result.stderr == b"oops\n"
+
+
+def test_bulk_output_is_exact_and_fast(colinux: Colinux) -> None:
+    # 16 MB each way, from a disk so no share is involved. Through the console's
+    # pty, stdout crawled at 20-200 KB/s (a minute for 4 MB); now it has a line of its own.
+    data = os.urandom(16 << 20)
+    (colinux.cwd / "data.img").write_bytes(data)
+    for target in ("", " >&2"):
+        began = time.monotonic()
+        result = colinux.run(
+            "run", "--no-share", "--no-network", "cobd0=data.img,ro", "--",
+            "sh", "-c", f"cat /dev/cobd0{target}",
+        )  # fmt: skip
+        took = time.monotonic() - began
+        assert result.returncode == 0, result.stderr[-500:]
+        assert (result.stderr if target else result.stdout) == data
+        assert took < 20, took
+
+
+def test_a_command_whose_reader_is_gone_ends(colinux: Colinux) -> None:
+    # As `yes | head -1` on the host: the reader went away, so the command ends (SIGPIPE).
+    run = colinux.popen("run", "--", "yes", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert run.stdout is not None
+    assert run.stdout.read(2) == b"y\n"
+    run.stdout.close()
+    assert run.wait(30) == 128 + signal.SIGPIPE
 
 
 def test_arguments_keep_their_words(colinux: Colinux) -> None:

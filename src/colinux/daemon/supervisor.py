@@ -246,6 +246,7 @@ class Supervisor:
         log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
         agent_task = asyncio.create_task(self._agent(channels.agent))
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
+        output_task = asyncio.create_task(self._output_channel(channels.output))
         kmsg_task = asyncio.create_task(self._kmsg_channel(channels.kmsg))
         self._notify_ready("ok")
         if self.state == "running":
@@ -258,7 +259,9 @@ class Supervisor:
             # guest said last (REBOOT, say) is read before we move on.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(agent_task, errors_task), 2.0)
-            for task in (agent_task, errors_task, kmsg_task):
+            with contextlib.suppress(TimeoutError):  # a job's last output, to a slow reader
+                await asyncio.wait_for(output_task, 30.0)
+            for task in (agent_task, errors_task, kmsg_task, output_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -402,17 +405,28 @@ class Supervisor:
         if self.stop_requested:
             writer.write(b"POWEROFF\n")
 
-    async def _errors_channel(self, fd: int) -> None:
-        """tty14: a job's stderr in raw mode; anything else joins the console."""
+    async def _errors_channel(self, fd: int, stream: str = "stderr") -> None:
+        """tty14: a job's stderr in raw mode (tty12: its stdout, with ``stream="stdout"``);
+        anything else joins the console."""
         import socket
 
+        out = sys.stdout if stream == "stdout" else sys.stderr
         reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
         try:
             while data := await reader.read(65536):
                 if self.options.job is not None and self.options.console != "terminal":
-                    with contextlib.suppress(OSError):
-                        sys.stderr.buffer.write(data)
-                        sys.stderr.buffer.flush()
+                    try:
+                        out.buffer.write(data)
+                        out.buffer.flush()
+                    except BrokenPipeError:
+                        if stream == "stdout" and not self.stop_requested:
+                            # As in a host pipeline (yes | head): the command's reader
+                            # is gone, so the command ends, with SIGPIPE's status.
+                            if self.job_status is None:
+                                self.job_status = 128 + signal.SIGPIPE
+                            self.request_stop()
+                    except OSError:
+                        pass
                 else:
                     for sink in list(self.hub.sinks):
                         sink(data)
@@ -420,6 +434,10 @@ class Supervisor:
             pass  # the engine was killed: the end, as at end-of-file
         finally:
             writer.close()
+
+    async def _output_channel(self, fd: int | None) -> None:
+        if fd is not None:
+            await self._errors_channel(fd, "stdout")
 
     async def _kmsg_channel(self, fd: int | None) -> None:
         """tty13: the guest kernel's /dev/kmsg, one message a line, for the debug collector."""

@@ -76,6 +76,9 @@ class GuestChannels:
     # Serial lines the daemon serves: ttySN's index -> a pty master.
     serials: dict[int, int] = field(default_factory=dict)
     kmsg: int | None = None  # guest kernel messages, /dev/kmsg lines (the default guest)
+    # A job's stdout in raw mode (/dev/tty12): a socket, which carries bulk output
+    # far faster than the console's pty does.
+    output: int | None = None
 
 
 class Engine(abc.ABC):

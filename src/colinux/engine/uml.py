@@ -7,6 +7,8 @@ disk images and a private state directory (mconsole lives there), with
 channels are file descriptors inherited through the sandbox:
 
     con0   (/dev/console)  a pty, so window sizes reach the guest
+    con12  (/dev/tty12)    job stdout (a socket: bulk output through con0's pty
+                           crawled at 20-200 KB/s)
     con13  (/dev/tty13)    guest kernel messages (/dev/kmsg) for the debug collector
     con14  (/dev/tty14)    job stderr
     con15  (/dev/tty15)    the guest agent's line
@@ -41,6 +43,7 @@ from colinux.errors import ColinuxError, UserError
 DEFAULT_KERNEL = "/usr/bin/linux.uml"
 engine_log = logging.getLogger("colinux.engine")
 MAX_UBD = 16  # UML's ubd driver has 16 slots (MAX_DEV)
+OUTPUT_LINE = 12
 KMSG_LINE = 13
 ERRORS_LINE = 14
 AGENT_LINE = 15
@@ -263,6 +266,7 @@ def kernel_argv(
     agent_fd: int,
     serial_fds: dict[int, int] | None = None,
     kmsg_fd: int | None = None,
+    output_fd: int | None = None,
 ) -> list[str]:
     """The UML kernel's command line (switches and guest kernel parameters)."""
     m = spec.machine
@@ -275,6 +279,7 @@ def kernel_argv(
         "ssl=null",
         f"con0=fd:{console_fd},fd:{console_fd}",
         f"con{ERRORS_LINE}=fd:{errors_fd}",
+        *([f"con{OUTPUT_LINE}=fd:{output_fd}"] if output_fd is not None else []),
         *([f"con{KMSG_LINE}=fd:{kmsg_fd}"] if kmsg_fd is not None else []),
         f"con{AGENT_LINE}=fd:{agent_fd}",
     ]
@@ -326,6 +331,7 @@ class UmlEngine(Engine):
         agent_fd: int,
         serial_fds: dict[int, int] | None = None,
         kmsg_fd: int | None = None,
+        output_fd: int | None = None,
     ) -> list[str]:
         check_kernel(self.kernel)
         guest = kernel_argv(
@@ -335,6 +341,7 @@ class UmlEngine(Engine):
             agent_fd=agent_fd,
             serial_fds=serial_fds,
             kmsg_fd=kmsg_fd,
+            output_fd=output_fd,
         )
         return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *guest]
 
@@ -344,7 +351,14 @@ class UmlEngine(Engine):
         errors_host, errors_guest = socket.socketpair()
         agent_host, agent_guest = socket.socketpair()
         kmsg_host, kmsg_guest = socket.socketpair()
-        remote = (console_slave, errors_guest.fileno(), agent_guest.fileno(), kmsg_guest.fileno())
+        output_host, output_guest = socket.socketpair()
+        remote = (
+            console_slave,
+            errors_guest.fileno(),
+            agent_guest.fileno(),
+            kmsg_guest.fileno(),
+            output_guest.fileno(),
+        )
         serial_masters: dict[int, int] = {}  # lines the daemon serves
         serial_fds: dict[int, int] = {}  # what the engine inherits for each line
         try:
@@ -364,6 +378,7 @@ class UmlEngine(Engine):
                 agent_fd=remote[2],
                 serial_fds=serial_fds,
                 kmsg_fd=remote[3],
+                output_fd=remote[4],
             )
             with open(self.log_path, "ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
@@ -381,6 +396,7 @@ class UmlEngine(Engine):
             for fd in (console_master, errors_host.detach(), agent_host.detach()):
                 os.close(fd)
             kmsg_host.close()
+            output_host.close()
             for fd in serial_masters.values():
                 os.close(fd)
             raise
@@ -389,6 +405,7 @@ class UmlEngine(Engine):
             errors_guest.close()
             agent_guest.close()
             kmsg_guest.close()
+            output_guest.close()
             for fd in serial_fds.values():
                 os.close(fd)
         return GuestChannels(
@@ -397,6 +414,7 @@ class UmlEngine(Engine):
             agent_host.detach(),
             serial_masters,
             kmsg=kmsg_host.detach(),
+            output=output_host.detach(),
         )
 
     async def wait(self) -> int:
