@@ -144,6 +144,9 @@ def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux, tmp_p
     off = colinux.run("debug", "on", "--off")
     assert off.stdout == b"debug collector of on: off\n"
     assert status(colinux, "on")["debug"] is False
+    again = colinux.run("debug", "on", "--on")  # at run time, with no one following
+    assert again.stdout == b"debug collector of on: on\n"
+    assert status(colinux, "on")["collecting"] is True
     # colinux-debug-daemon finds the only guest by itself.
     compat = colinux.run("--help", program="colinux-debug-daemon")
     assert compat.returncode == 0 and b"-s F=L" in compat.stdout
