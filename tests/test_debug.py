@@ -102,7 +102,10 @@ def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux, tmp_p
     share.mkdir()
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"\0" * 1024 * 1024)
-    start(colinux, "on", "--debug-collector", f"cofs0={share}", f"cobd0={disk}")
+    start(
+        colinux, "on", "--debug-collector", f"cofs0={share}", "colinux.cofs=0:/mnt/share",
+        f"cobd0={disk}",
+    )  # fmt: skip
     assert status(colinux, "on")["debug"] is True
     dump = colinux.run("debug", "on", "--no-follow", "--component", "daemon")
     assert b"daemon/misc[5] engine started pid=" in dump.stdout
@@ -124,6 +127,17 @@ def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux, tmp_p
         assert component in seen, (component, seen)
     assert any(f"share=cofs0 path={share} mode=flat" in line for line in everything)
     assert any(f"disks=cobd0={disk}" in line for line in everything)
+    # The cofs server follows each request (the default guest mounts cofs0 as it boots,
+    # as colinux.cofs= asks).
+    requests: list[str] = []
+
+    def mounted() -> bool:
+        dump = colinux.run("debug", "on", "--no-follow", "--component", "cofs").stdout.decode()
+        requests[:] = [line for line in dump.splitlines() if "filesystem[10] INIT ok" in line]
+        return bool(requests)
+
+    assert wait_until(mounted, 20)
+    assert "opcode=INIT" in requests[0] and " us=" in requests[0], requests
     assert all(line[:2].isdigit() for line in everything), everything
 
     # A follower ended by SIGTERM, as one ended by Ctrl-C, closes its XML dump.

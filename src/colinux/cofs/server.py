@@ -171,6 +171,8 @@ class CofsServer:
                 return
             conn, _ = self._listener.accept()
             self._conn = conn
+            fields = {"share": self.root, "tag": self.tag}
+            log.info("cofs %s: the guest connected", self.tag, extra={"fields": fields})
             self._fs = ShareFileSystem(self.root, readonly=self.readonly, meta=self.meta)
             stats_path = os.environ.get(STATS_ENV)
             self._stats = _Stats(stats_path) if stats_path else None
@@ -186,6 +188,7 @@ class CofsServer:
                     log.exception("cofs %s: cleaning up the connection failed", self.tag)
 
     def _disconnect(self) -> None:
+        log.info("cofs %s: the guest disconnected", self.tag)
         if self._stats is not None:
             self._stats.write(self.tag)
             self._stats = None
@@ -386,6 +389,7 @@ class CofsServer:
         if ring is None:
             return
         pushed = False
+        traced = log.isEnabledFor(logging.DEBUG)  # the debug collector follows requests
         while True:
             try:
                 head = ring.pop()
@@ -397,12 +401,16 @@ class CofsServer:
             written: int | Callable[[], bytes] = 0
             try:
                 chain = ring.chain(head)
-                if self._stats is None:
+                if self._stats is None and not traced:
                     written = self._request(chain)
                 else:
                     started = time.perf_counter_ns()
                     written = self._request(chain)
-                    self._stats.op(chain, time.perf_counter_ns() - started)
+                    spent = time.perf_counter_ns() - started
+                    if self._stats is not None:
+                        self._stats.op(chain, spent)
+                    if traced:
+                        _trace(chain, written, spent)
             except DescriptorError as e:
                 log.warning("cofs %s: request refused: %s", self.tag, e)
             except Exception:
@@ -501,3 +509,27 @@ class CofsServer:
             return chain.write(fp.encode_error(req.header.unique, e.errno or errno.EIO))
         chain.write(fp.encode_out_header(req.header.unique, 0, n))
         return head + n
+
+
+def _trace(chain: Chain, written: int | Callable[[], bytes], spent: int) -> None:
+    """One request as a debug event: opcode, node, result and the server's time."""
+    head = chain.read_prefix(24)
+    if len(head) < 24:
+        return
+    code = int.from_bytes(head[4:8], "little")
+    try:
+        name = fp.Opcode(code).name
+    except ValueError:
+        name = str(code)
+    fields: dict[str, object] = {
+        "opcode": name, "unique": int.from_bytes(head[8:16], "little"),
+        "node": int.from_bytes(head[16:24], "little"), "us": round(spent / 1000, 1),
+    }  # fmt: skip
+    if callable(written):
+        fields["result"] = "on a worker thread"
+    elif written >= fp.OUT_HEADER.size:
+        error = int.from_bytes(b"".join(chain.writable_views(4, 4)), "little", signed=True)
+        fields["result"] = "ok" if error == 0 else errno.errorcode.get(-error, str(error))
+    else:
+        fields["result"] = "no reply"
+    log.debug("%s %s", name, fields["result"], extra={"fields": fields})
