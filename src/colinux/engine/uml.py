@@ -286,6 +286,12 @@ def kernel_argv(
     serial_fds = serial_fds or {}
     args += [f"ssl{index}=fd:{fd},fd:{fd}" for index, fd in sorted(serial_fds.items())]
     args += [s.ubd_arg for s in slots]
+    # Drivers that would log an error on every boot: ubd0 defaults to ./root_fs,
+    # and mmapper looks for an iomem= region that only the user can give.
+    if not slots:
+        args.append("initcall_blacklist=ubd0_init")
+    if not any(word.startswith("iomem=") for word in m.bootparams):
+        args.append("initcall_blacklist=mmapper_init")
     if spec.initrd:
         args.append(f"initrd={SANDBOX_INITRD}")
     args += FAST_BOOT_ARGS
