@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Colinux
+from conftest import Colinux, wait_until
 
 from colinux.guest.cpio import CpioArchive
 
@@ -57,6 +57,28 @@ def test_a_command_whose_reader_is_gone_ends(colinux: Colinux) -> None:
     assert run.stdout.read(2) == b"y\n"
     run.stdout.close()
     assert run.wait(30) == 128 + signal.SIGPIPE
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_command(colinux: Colinux, signum: int, status: int) -> None:
+    # The guest shuts down cleanly; the status is the shell's for that signal, and
+    # nothing of the console (the guest's halt message) gets into the command's stdout.
+    run = colinux.popen(
+        "run", "--name", "sig", "--", "sleep", "100",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert wait_until(lambda: b" running " in colinux.run("list").stdout)
+    run.send_signal(signum)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == status, err
+    assert out == b""
+
+
+def test_verbose_kernel_messages_stay_out_of_stdout(colinux: Colinux) -> None:
+    result = colinux.run("run", "--verbose", "--", "echo", "only-this")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"only-this\n"
+    assert b"Linux version" in result.stderr
 
 
 def test_arguments_keep_their_words(colinux: Colinux) -> None:

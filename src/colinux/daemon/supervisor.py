@@ -103,6 +103,7 @@ class Supervisor:
         self.job_status: int | None = None
         self.failure: ColinuxError | None = None  # reported when the daemon ends
         self.stop_requested = False
+        self.stop_signal = signal.SIGTERM  # a job stopped by a signal ends with 128 + it
         self.reboot_requested = False
         self.started = time.time()
         self._agent_writer: asyncio.StreamWriter | None = None
@@ -199,7 +200,7 @@ class Supervisor:
             os.umask(old_umask)
         for signum, action in (
             (signal.SIGTERM, self.request_stop),
-            (signal.SIGINT, self.request_stop),
+            (signal.SIGINT, self._interrupted),
             (signal.SIGHUP, self._ctrl_alt_del),
         ):
             loop.add_signal_handler(signum, action)
@@ -275,7 +276,7 @@ class Supervisor:
             if self.job_status is not None:
                 return self.job_status
             if self.stop_requested:
-                return 128 + signal.SIGTERM
+                return 128 + self.stop_signal
             raise ColinuxError(
                 f"guest {self.options.name} ended before the command finished "
                 f"(engine status {engine_status}){self._engine_said()}"
@@ -310,6 +311,11 @@ class Supervisor:
             await asyncio.sleep(interval)
 
     # -- stopping -------------------------------------------------------------
+
+    def _interrupted(self) -> None:
+        if not self.stop_requested:
+            self.stop_signal = signal.SIGINT  # Ctrl-C: 130, as the shell reports it
+        self.request_stop()
 
     def request_stop(self, force: bool = False) -> None:
         if self.stop_requested and not force:
@@ -504,10 +510,17 @@ class Supervisor:
     @contextlib.contextmanager
     def _local_console(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
         mode = self.options.console
-        if mode == "none":
+        raw_job = self.options.job is not None and mode != "terminal"
+        if mode == "none" or (raw_job and self.options.quiet):
+            # A quiet job's output is the command's alone: no console messages
+            # (the emergency ones quiet does not hide: a halt, a sysrq).
             yield
             return
         out_fd = sys.stdout.fileno()
+        if raw_job:
+            # A job's stdout has a line of its own: the console (kernel messages
+            # with --verbose) goes to stderr, beside the command's errors.
+            out_fd = sys.stderr.fileno()
 
         def show(data: bytes) -> None:
             if not self._local_output:
