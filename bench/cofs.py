@@ -7,7 +7,7 @@ cofs/disk-image and cofs/host, plus large sequential write/read MB/s (dd,
 with the guest's page cache dropped before reading)::
 
     .venv/bin/python bench/cofs.py [--files 2000] [--transactions 10000] [--seq-mb 64] [--rounds 2]
-    .venv/bin/python bench/cofs.py --breakdown
+    .venv/bin/python bench/cofs.py --breakdown [--dir /dev/shm]
 
 postmark and its C library are shipped to the guest on a second,
 read-only share. Needs the Debian packages postmark and e2fsprogs.
@@ -176,11 +176,15 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="where cofs's time goes, instead of the table"
     )
+    parser.add_argument(
+        "--dir", help="host directory for the shares, the disk image and the native run "
+        "(default: $TMPDIR or /tmp); its file system weighs on cofs and on the host alike",
+    )  # fmt: skip
     ns = parser.parse_args()
     postmark = shutil.which("postmark")
     if postmark is None:
         raise SystemExit("bench/cofs.py needs postmark: apt-get install postmark")
-    with tempfile.TemporaryDirectory(prefix="colinux-bench-cofs-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="colinux-bench-cofs-", dir=ns.dir) as tmp:
         base = Path(tmp)
         share, tools, native = base / "share", base / "tools", base / "native"
         meta_share = base / "meta"
