@@ -53,6 +53,17 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool
     return predicate()
 
 
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """``process``, killed and waited for if the block leaves it running (a failed test)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 class Colinux:
     """Runs the installed ``colinux`` and ``colinux-daemon`` commands in one run directory."""
 

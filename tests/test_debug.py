@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import Colinux, wait_until
+from conftest import Colinux, reaped, wait_until
 from test_daemon import Terminal, start
 
 from colinux.daemon.debug import (
@@ -45,7 +45,7 @@ def test_follow_filters_components_and_includes_kernel_messages(
         "debug", "dbg", "--component", "hub", "-f", str(log),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
+    with reaped(follower):
         # The follower switches the collector on once it is connected.
         assert wait_until(lambda: status(colinux, "dbg")["collecting"] is True, 20)
         console = Terminal(colinux, "console", "dbg")
@@ -55,10 +55,6 @@ def test_follow_filters_components_and_includes_kernel_messages(
         assert wait_until(lambda: log.exists() and "client detached" in log.read_text(), 10)
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
     lines = log.read_text().splitlines()
     assert lines and all(" hub/pipe[5] " in line for line in lines), lines
     assert any("client attached" in line for line in lines)
@@ -82,7 +78,7 @@ def test_follow_filters_components_and_includes_kernel_messages(
     piped = colinux.popen(
         "debug", "dbg", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    try:
+    with reaped(piped):
         assert piped.stdout is not None and piped.stdout.readline()
         piped.stdout.close()
         for _ in range(3):  # new records to write: console clients come and go
@@ -93,10 +89,6 @@ def test_follow_filters_components_and_includes_kernel_messages(
                 break
         assert piped.wait(20) == 128 + signal.SIGPIPE
         assert piped.stderr is not None and piped.stderr.read() == b""
-    finally:
-        if piped.poll() is None:
-            piped.kill()
-            piped.wait()
     assert colinux.run("stop", "dbg").returncode == 0
 
 
@@ -149,14 +141,10 @@ def test_collector_on_from_the_start_and_off_at_run_time(colinux: Colinux, tmp_p
         "-a", "on", "-p", "-f", str(xml_file), program="colinux-debug-daemon",
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
+    with reaped(follower):
         assert wait_until(lambda: xml_file.exists() and "<record " in xml_file.read_text(), 20)
         follower.send_signal(signal.SIGTERM)
         assert follower.wait(10) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
     assert ET.parse(xml_file).getroot().findall("record")
     off = colinux.run("debug", "on", "--off")
     assert off.stdout == b"debug collector of on: off\n"
@@ -217,14 +205,10 @@ def test_debug_daemon_sends_records_over_udp(colinux: Colinux) -> None:
             "-n", f"127.0.0.1:{port}", "-p", "-s", "prints=15", program="colinux-debug-daemon",
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        try:
+        with reaped(sender):
             datagrams = [sock.recv(65536) for _ in range(3)]
             sender.send_signal(signal.SIGINT)
             assert sender.wait(10) == 0
-        finally:
-            if sender.poll() is None:
-                sender.kill()
-                sender.wait()
     assert datagrams[0].startswith(b"<?xml")
     assert datagrams[1].startswith(b'<record timestamp="')
     assert b'facility="prints"' in datagrams[1]

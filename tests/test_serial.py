@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Colinux
+from conftest import Colinux, reaped
 from test_daemon import Terminal, start
 
 
@@ -45,7 +45,7 @@ def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> Non
         "serial", "tty", "0", "--pty", "--no-replay",
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
+    with reaped(client):
         assert client.stdout is not None
         announced = client.stdout.readline().decode()
         path = announced.split(" is on ")[1].split()[0]
@@ -58,10 +58,6 @@ def test_serial_line_served_by_the_daemon_gives_a_login(colinux: Colinux) -> Non
             os.close(fd)
         client.send_signal(signal.SIGINT)
         assert client.wait(10) == 0
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
 
     for line in ("4", "-1"):
         beyond = colinux.run("serial", "tty", line)

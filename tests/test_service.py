@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Colinux
+from conftest import Colinux, reaped
 
 GUEST_XML = '<colinux>\n    <memory size="64"></memory>\n</colinux>\n'
 
@@ -162,7 +162,7 @@ def test_run_service_tells_systemd_ready_and_stopping(colinux: Colinux, units: P
             "--run-service", "web", "-c", "web.xml", program="colinux-daemon",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        try:
+        with reaped(daemon):
             messages: list[str] = []
             while "READY=1" not in messages:
                 messages += sock.recv(4096).decode().splitlines()
@@ -177,10 +177,6 @@ def test_run_service_tells_systemd_ready_and_stopping(colinux: Colinux, units: P
                 messages += sock.recv(4096).decode().splitlines()
             _, err = daemon.communicate(timeout=30)
             assert daemon.returncode == 0, err  # a clean stop: no restart on failure
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="root's run directory")
