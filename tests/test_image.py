@@ -20,11 +20,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, TEST_USER, Colinux, OrdinaryUser, processes_mentioning, wait_until
+from conftest import (
+    BIN,
+    TEST_USER,
+    Colinux,
+    OrdinaryUser,
+    processes_mentioning,
+    reaped,
+    wait_until,
+)
 from seed_config import SEED_XML
 from test_daemon import Terminal
+from test_debug import status
 
 from colinux.image.build import RootImageSpec
+from colinux.version import __version__
 
 PASSWORD = "colinux-test"
 HOSTNAME = "debian"
@@ -295,6 +305,22 @@ def test_two_guests_share_one_base_through_cow_files(
         second = ssh_when_up(debian["key"], ports["b"], "cat /root/mark 2>&1 || true")
         assert second.returncode == 0, second.stderr
         assert b"No such file" in second.stdout  # b does not see a's write
+
+        # The image's agent greets the daemon once the system is up, and colinux stop
+        # then powers the guest off through systemd, not by halting the engine.
+        assert wait_until(lambda: status(colinux, "a")["agent_version"] == __version__, 60)
+        log = tmp_path / "a-daemon.log"
+        follower = colinux.popen(
+            "debug", "a", "--component", "daemon", "-f", str(log),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        with reaped(follower):
+            assert wait_until(lambda: status(colinux, "a")["collecting"] is True, 20)
+            assert colinux.run("stop", "a").returncode == 0
+            follower.wait(30)
+        daemon_log = log.read_text()
+        assert "asking the guest agent to power off" in daemon_log, daemon_log
+        assert "halting the guest through the engine" not in daemon_log, daemon_log
     finally:
         for name in ports:
             colinux.run("stop", name)

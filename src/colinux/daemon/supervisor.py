@@ -370,7 +370,7 @@ class Supervisor:
                 if not words:
                     continue
                 if words[0] == "HELLO" and len(words) >= 2:
-                    self._hello(words[1], writer)
+                    self._hello(words[1], writer, serve=words[2:3] == ["serve"])
                 elif words[0] == "REBOOT":
                     self.reboot_requested = self.options.job is None
                 elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
@@ -385,7 +385,18 @@ class Supervisor:
         finally:
             writer.close()
 
-    def _hello(self, version: str, writer: asyncio.StreamWriter) -> None:
+    def _hello(self, version: str, writer: asyncio.StreamWriter, *, serve: bool = False) -> None:
+        if serve:
+            # A root image's agent (colinux image root): it only takes POWEROFF and
+            # REBOOT, which every version speaks, and an image outlives the colinux
+            # that built it: another version is no reason to refuse the guest.
+            if version != __version__:
+                log.info("the image's agent is from colinux %s", version)
+            self.agent_version = version
+            self._agent_writer = writer
+            if self.stop_requested:
+                writer.write(b"POWEROFF\n")
+            return
         if version != __version__:
             self.failure = UserError(
                 f"guest tools version {version} do not match colinux {__version__}: "

@@ -11,7 +11,8 @@ What the image holds besides Debian: the default UML kernel's modules, our
 guest tools (``mount.cofs``, the udev helper that names ``/dev/cobdN``), an
 fstab with ``/dev/cobd0`` as root and ``/dev/cobd1`` as swap, a getty on the
 console, systemd-networkd with DHCP on ``eth*`` (slirp answers), a hostname,
-and root's password or SSH key::
+root's password or SSH key, and a serve-only agent through which ``colinux
+stop`` powers the guest off with systemd::
 
     build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), progress=print)
     make_swap_image(Path("swap.img"), 256 << 20)
@@ -35,6 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 from colinux.errors import ColinuxError, UserError
+from colinux.version import __version__
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -137,6 +139,7 @@ class RootImageSpec:
             self.kernel_release,
             str(self.size),
             str(self.cofs),
+            __version__,  # the agent's HELLO
         ):
             h.update(part.encode() + b"\0")
         for name in _GUEST_TOOLS:
@@ -166,6 +169,9 @@ _GUEST_TOOLS = (
     # A getty on each serial line colinux connects (ttysN=), as on the default guest.
     ("usr/lib/systemd/system-generators/colinux-serial-getty", "debian-serial-getty", 0o755),
     ("etc/systemd/system/colinux-kmsg.service", "debian-kmsg.service", 0o644),
+    # `colinux stop` powers the guest off through systemd.
+    ("usr/lib/colinux/agent-serve", "debian-agent", 0o755),
+    ("etc/systemd/system/colinux-agent.service", "debian-agent.service", 0o644),
 )
 
 
@@ -209,6 +215,7 @@ def write_overlay(spec: RootImageSpec, out: Path) -> None:
         # On cofs, the initrd mounts the root; the fstab keeps only the swap.
         fstab = FSTAB.replace(FSTAB.splitlines()[1] + "\n", "") if spec.cofs else FSTAB
         _add(tar, "etc/fstab", fstab.encode())
+        _add(tar, "usr/lib/colinux/version", f"{__version__}\n".encode())  # the agent's HELLO
         _add(tar, "etc/hostname", f"{spec.hostname}\n".encode())
         hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n::1\tlocalhost\n"
         _add(tar, "etc/hosts", hosts.encode())
@@ -241,7 +248,7 @@ def _customize_script(spec: RootImageSpec, image: str) -> str:
             "set -e",
             password,
             'chroot "$1" systemctl enable -q console-getty.service systemd-networkd.service '
-            "colinux-kmsg.service",
+            "colinux-kmsg.service colinux-agent.service",
             'chroot "$1" systemctl mask -q systemd-networkd-wait-online.service',
             # What mmdebstrap's own clean-up would remove, before the image is made.
             'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
