@@ -277,6 +277,16 @@ def test_debian_boots_from_a_meta_cofs_directory(
     kept = meta.read(str(note))
     assert kept is not None and (kept.uid, kept.gid, kept.mode & 0o7777) == (0, 0, 0o600)
 
+    # '-- CMD' runs in the default guest: this root's agent runs no commands, and says so
+    # once the system is up (it used to wait for ever).
+    job = colinux.run(
+        "run", "--no-share", "mem=256", f"cofs0={root},meta", "root=cofs0", "rw", "--", "true",
+        timeout=120,
+    )  # fmt: skip
+    assert job.returncode == 2, job.stderr
+    assert job.stderr.count(b"\n") == 1, job.stderr
+    assert b"needs the default guest's root" in job.stderr
+
 
 # --- ssh, COW files and one base for many guests --------------------------------------
 

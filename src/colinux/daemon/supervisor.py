@@ -394,7 +394,13 @@ class Supervisor:
                 log.info("the image's agent is from colinux %s", version)
             self.agent_version = version
             self._agent_writer = writer
-            if self.stop_requested:
+            if self.options.job is not None:  # root=cofsN of a Debian tree, say
+                self.failure = UserError(
+                    "'-- CMD' needs the default guest's root: this guest's root is a "
+                    "colinux image, whose agent runs no commands (use colinux start and ssh)"
+                )
+                self.request_stop()
+            elif self.stop_requested:
                 writer.write(b"POWEROFF\n")
             return
         if version != __version__:
