@@ -47,7 +47,7 @@ GUEST_FILES = (
 )
 # Kernel modules of the UML kernel the default guest carries, relative to
 # /usr/lib/uml/modules/RELEASE/ (features add theirs here, e.g. fuse, virtiofs).
-UML_MODULES_DIR = "/usr/lib/uml/modules"
+UML_MODULES_DIR = Path("/usr/lib/uml/modules")
 GUEST_MODULES: tuple[str, ...] = ("kernel/fs/fuse/fuse.ko", "kernel/fs/fuse/virtiofs.ko")
 DIRS = (
     "bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/colinux",
@@ -61,7 +61,8 @@ def cache_dir() -> Path:
     return Path(base) / "colinux"
 
 
-def _guest_file(name: str) -> bytes:
+def guest_file(name: str) -> bytes:
+    """A guest tool's bytes, from guest/files (the default guest and root images)."""
     return resources.files("colinux.guest").joinpath("files", name).read_bytes()
 
 
@@ -86,7 +87,7 @@ def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> by
     archive.add_file("bin/busybox", Path(busybox).read_bytes(), 0o755)
     have = {"bin/busybox"}
     for guest_path, source, mode in GUEST_FILES:
-        archive.add_file(guest_path, _guest_file(source), mode)
+        archive.add_file(guest_path, guest_file(source), mode)
         have.add(guest_path)
     for applet in _busybox_applets(busybox):
         if applet not in have and os.path.dirname(applet) in DIRS:
@@ -103,7 +104,7 @@ def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> by
 def _module_files() -> list[tuple[str, Path]]:
     """(path in the guest, host file) of each module, for every installed UML release."""
     files = []
-    base = Path(UML_MODULES_DIR)
+    base = UML_MODULES_DIR
     for release in sorted(base.iterdir()) if base.is_dir() else []:
         for module in GUEST_MODULES:
             host = release / module
@@ -133,7 +134,7 @@ def _cache_key(busybox: str, version: str) -> str:
         h.update(f"{guest_path}:{st.st_size}:{st.st_mtime_ns}".encode())
     for _, source, mode in GUEST_FILES:
         h.update(f"{source}:{mode}".encode())
-        h.update(_guest_file(source))
+        h.update(guest_file(source))
     return h.hexdigest()[:16]
 
 

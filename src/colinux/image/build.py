@@ -32,10 +32,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from colinux.errors import ColinuxError, UserError
+from colinux.guest.image import UML_MODULES_DIR, guest_file
 from colinux.version import __version__
 
 DEFAULT_SUITE = "bookworm"
@@ -50,7 +50,6 @@ SUITES = (
 MIN_ROOT_SIZE = 512 << 20
 MIN_SWAP_SIZE = 64 << 10  # mkswap's own minimum is ten pages
 BASE_PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "iproute2", "procps")
-UML_MODULES_DIR = Path("/usr/lib/uml/modules")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
@@ -143,7 +142,7 @@ class RootImageSpec:
         ):
             h.update(part.encode() + b"\0")
         for name in _GUEST_TOOLS:
-            h.update(_guest_file(name[1]))
+            h.update(guest_file(name[1]))
         h.update(Path(__file__).read_bytes())
         return h.hexdigest()[:16]
 
@@ -173,10 +172,6 @@ _GUEST_TOOLS = (
     ("usr/lib/colinux/agent-serve", "debian-agent", 0o755),
     ("etc/systemd/system/colinux-agent.service", "debian-agent.service", 0o644),
 )
-
-
-def _guest_file(name: str) -> bytes:
-    return resources.files("colinux.guest").joinpath("files", name).read_bytes()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -211,7 +206,7 @@ def write_overlay(spec: RootImageSpec, out: Path) -> None:
         )
         _add_dir(tar, "usr/lib/colinux")
         for path, source, mode in _GUEST_TOOLS:
-            _add(tar, path, _guest_file(source), mode)
+            _add(tar, path, guest_file(source), mode)
         # On cofs, the initrd mounts the root; the fstab keeps only the swap.
         fstab = FSTAB.replace(FSTAB.splitlines()[1] + "\n", "") if spec.cofs else FSTAB
         _add(tar, "etc/fstab", fstab.encode())
