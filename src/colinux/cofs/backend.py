@@ -59,6 +59,10 @@ class CofsBackend(Backend):
             raise ColinuxError(f"cofs{self.share.index}: {self.share.path.host}: {e}") from e
         return Wiring(kernel_args=(f"virtio_uml.device={self.socket_path}:{VIRTIO_ID_FS}",))
 
+    def describe(self) -> dict[str, object]:
+        share = self.share
+        return {"share": f"cofs{share.index}", "path": share.path.host, "mode": share.type.value}
+
     async def stop(self) -> None:
         await asyncio.to_thread(self.server.stop)
 

@@ -14,11 +14,13 @@ long as the daemon: a guest that reboots gets a new engine, the same backends.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from colinux.config.model import Machine
+from colinux.config.model import Machine, NetworkCard
 from colinux.engine.base import Wiring
 from colinux.errors import UserError
 
@@ -37,6 +39,10 @@ class Backend(abc.ABC):
     async def stop(self) -> None:
         """Stop serving and release everything (processes, sockets, devices)."""
 
+    def describe(self) -> dict[str, object]:
+        """What this backend serves, as fields of its debug events."""
+        return {}
+
 
 def backend_log(backend: Backend) -> logging.Logger:
     """The logger of a backend's component (colinux.net.slirp: net, colinux.cofs: cofs,
@@ -44,27 +50,21 @@ def backend_log(backend: Backend) -> logging.Logger:
     return logging.getLogger(type(backend).__module__)
 
 
-def describe(backend: Backend, wiring: Wiring) -> dict[str, object]:
+def event_fields(backend: Backend, wiring: Wiring) -> dict[str, object]:
     """A backend's debug-event fields: what it serves and how the engine reaches it."""
-    from colinux.cofs.backend import CofsBackend
-    from colinux.image.locks import DiskLocks
-
-    fields: dict[str, object] = {"backend": type(backend).__name__}
-    cards = getattr(backend, "cards", None)
-    if cards:
-        fields["cards"] = ",".join(f"eth{c.index}={c.type.value}" for c in cards)
-    processes = getattr(backend, "_processes", None)
-    if processes:
-        fields["pids"] = ",".join(str(p.pid) for p in processes)
-    if isinstance(backend, CofsBackend):
-        share = backend.share
-        fields.update(share=f"cofs{share.index}", path=share.path.host, mode=share.type.value)
-    if isinstance(backend, DiskLocks):
-        fields["disks"] = ",".join(
-            f"cobd{d.index}={d.path.host}" for d in backend.machine.enabled_block_devices()
-        )
+    fields: dict[str, object] = {"backend": type(backend).__name__, **backend.describe()}
     if wiring.kernel_args:
         fields["kernel_args"] = " ".join(wiring.kernel_args)
+    return fields
+
+
+def network_fields(
+    cards: Sequence[NetworkCard], processes: Sequence[asyncio.subprocess.Process] = ()
+) -> dict[str, object]:
+    """A network backend's ``describe()``: its cards and the helpers it runs for them."""
+    fields: dict[str, object] = {"cards": ",".join(f"eth{c.index}={c.type.value}" for c in cards)}
+    if processes:
+        fields["pids"] = ",".join(str(p.pid) for p in processes)
     return fields
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.daemon import protocol
-from colinux.daemon.backends import Backend, backend_log, backends_for, describe
+from colinux.daemon.backends import Backend, backend_log, backends_for, event_fields
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
@@ -143,7 +143,7 @@ class Supervisor:
                     wiring = wiring + started
                     backends.push_async_callback(self._stop_backend, backend)
                     backend_log(backend).info(
-                        "backend started", extra={"fields": describe(backend, started)}
+                        "backend started", extra={"fields": event_fields(backend, started)}
                     )
                 self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
                 channels = await self._start_engine()
@@ -169,8 +169,8 @@ class Supervisor:
         try:
             for backend in self.backends:
                 await backend.engine_started(self.engine.pid or 0)
-                if getattr(backend, "_processes", None):  # helpers started for this engine
-                    fields = describe(backend, Wiring())
+                fields = event_fields(backend, Wiring())
+                if "pids" in fields:  # helpers started for this engine
                     backend_log(backend).debug(
                         "backend joined the engine", extra={"fields": fields}
                     )

@@ -130,6 +130,10 @@ class DiskLocks(Backend):
             raise
         return Wiring()
 
+    def describe(self) -> dict[str, object]:
+        devices = self.machine.enabled_block_devices()
+        return {"disks": ",".join(f"cobd{d.index}={d.path.host}" for d in devices)}
+
     async def stop(self) -> None:
         for fd in self.fds:
             os.close(fd)

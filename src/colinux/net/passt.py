@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 
 from colinux.config.model import NetworkCard, Redirection
-from colinux.daemon.backends import Backend
+from colinux.daemon.backends import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
@@ -268,6 +268,9 @@ class PasstNetwork(Backend):
             lines = [x for x in err.splitlines() if not any(n in x for n in noise)]
             raise ColinuxError(f"eth{card.index}: passt failed: {'; '.join(lines) or 'no answer'}")
         self._relays.append(FrameRelay(listener, ours))
+
+    def describe(self) -> dict[str, object]:
+        return network_fields(self.cards, self._processes)
 
     async def stop(self) -> None:
         for process in self._processes:

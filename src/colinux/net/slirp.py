@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 
 from colinux.config.model import NetworkCard, Redirection
-from colinux.daemon.backends import Backend
+from colinux.daemon.backends import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
@@ -162,6 +162,9 @@ class SlirpNetwork(Backend):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._exit_fds.clear()
+
+    def describe(self) -> dict[str, object]:
+        return network_fields(self.cards, self._processes)
 
     async def stop(self) -> None:
         await self._stop_processes()

@@ -15,7 +15,7 @@ import os
 import re
 
 from colinux.config.model import NetworkCard, NetworkType
-from colinux.daemon.backends import Backend
+from colinux.daemon.backends import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
@@ -111,6 +111,9 @@ class HostNetwork(Backend):
             engine_caps=("CAP_NET_RAW", "CAP_NET_ADMIN"),
             devices=(TUN,),
         )
+
+    def describe(self) -> dict[str, object]:
+        return network_fields(self.cards)
 
     async def stop(self) -> None:
         if self._reaper_pipe is not None:
