@@ -70,13 +70,8 @@ class _Stats:
         self.answered = 0
 
     def op(self, chain: Chain, ns: int) -> None:
-        first = chain.readable[0] if chain.readable else b""
-        code = int.from_bytes(first[4:8], "little") if len(first) >= 8 else -1
-        try:
-            name = fp.Opcode(code).name
-        except ValueError:
-            name = str(code)
-        entry = self.ops.setdefault(name, [0, 0])
+        head = chain.read_prefix(8)
+        entry = self.ops.setdefault(_opcode_name(head) if len(head) == 8 else "-1", [0, 0])
         entry[0] += 1
         entry[1] += ns
 
@@ -240,13 +235,10 @@ class CofsServer:
                     self._complete()
                 for fd, index in kicks.items():
                     if fd in ready:
-                        if self._stats is None:
-                            drain(fd)
-                            self._process(index)
-                        else:
-                            started = time.perf_counter_ns()
-                            drain(fd)
-                            self._process(index)
+                        started = time.perf_counter_ns() if self._stats is not None else 0
+                        drain(fd)
+                        self._process(index)
+                        if self._stats is not None:
                             self._stats.busy += self._stats.answered - started
                             self._stats.kicks += 1
                 # Messages last: one may close the kick descriptors polled above.
@@ -390,6 +382,7 @@ class CofsServer:
             return
         pushed = False
         traced = log.isEnabledFor(logging.DEBUG)  # the debug collector follows requests
+        timed = traced or self._stats is not None
         while True:
             try:
                 head = ring.pop()
@@ -401,11 +394,9 @@ class CofsServer:
             written: int | Callable[[], bytes] = 0
             try:
                 chain = ring.chain(head)
-                if self._stats is None and not traced:
-                    written = self._request(chain)
-                else:
-                    started = time.perf_counter_ns()
-                    written = self._request(chain)
+                started = time.perf_counter_ns() if timed else 0
+                written = self._request(chain)
+                if timed:
                     spent = time.perf_counter_ns() - started
                     if self._stats is not None:
                         self._stats.op(chain, spent)
@@ -516,11 +507,7 @@ def _trace(chain: Chain, written: int | Callable[[], bytes], spent: int) -> None
     head = chain.read_prefix(24)
     if len(head) < 24:
         return
-    code = int.from_bytes(head[4:8], "little")
-    try:
-        name = fp.Opcode(code).name
-    except ValueError:
-        name = str(code)
+    name = _opcode_name(head)
     fields: dict[str, object] = {
         "opcode": name, "unique": int.from_bytes(head[8:16], "little"),
         "node": int.from_bytes(head[16:24], "little"), "us": round(spent / 1000, 1),
@@ -533,3 +520,12 @@ def _trace(chain: Chain, written: int | Callable[[], bytes], spent: int) -> None
     else:
         fields["result"] = "no reply"
     log.debug("%s %s", name, fields["result"], extra={"fields": fields})
+
+
+def _opcode_name(head: bytes) -> str:
+    """The opcode of the request whose header starts with ``head``, by name if known."""
+    code = int.from_bytes(head[4:8], "little")
+    try:
+        return fp.Opcode(code).name
+    except ValueError:
+        return str(code)
