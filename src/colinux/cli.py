@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux.config import cmdline as cmdline_config
-from colinux.config.model import Machine, NetworkCard, NetworkType
+from colinux.config.model import MAX_SERIAL_INDEX, Machine, NetworkCard, NetworkType
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
@@ -750,8 +750,11 @@ def colinux_command(argv: Sequence[str]) -> int:
     if ns.command == "console":
         return attach_console(check_name(ns.name), replay=not ns.no_replay)
     if ns.command == "serial":
-        if not 0 <= ns.line <= 3:
-            raise UserError(f"colinux serial: line {ns.line}: expected 0..3 (ttyS0..ttyS3)")
+        if not 0 <= ns.line <= MAX_SERIAL_INDEX:
+            raise UserError(
+                f"colinux serial: line {ns.line}: expected 0..{MAX_SERIAL_INDEX} "
+                f"(ttyS0..ttyS{MAX_SERIAL_INDEX})"
+            )
         return attach_console(
             check_name(ns.name), replay=not ns.no_replay, line=ns.line, pty=ns.pty
         )
