@@ -27,6 +27,19 @@ XML_CASES = {
     ),
     "bad memory": ('<colinux>\n<memory size="lots"/>\n</colinux>\n', ["bad.xml:2", "memory"]),
     "too little memory": ('<colinux>\n<memory size="32"/>\n</colinux>\n', ["bad.xml", "32 MB"]),
+    "bad cpus": ('<colinux>\n<cpus count="0"/>\n</colinux>\n', ["bad.xml:2", "from 1 to 8"]),
+    "too many cpus": (
+        '<colinux>\n<cpus count="9"></cpus>\n</colinux>\n',
+        ["bad.xml:2", 'count="9"', "CPUs from 1 to 8"],
+    ),
+    "bad userspace": (
+        '<colinux>\n<userspace mode="fast"/>\n</colinux>\n',
+        ["bad.xml:2", 'mode="fast"', "expected auto, seccomp or ptrace"],
+    ),
+    "ptrace with two cpus": (
+        '<colinux>\n<cpus count="2"/>\n<userspace mode="ptrace"/>\n</colinux>\n',
+        ["bad.xml:2", "more than one CPU needs the seccomp userspace", "on line 3"],
+    ),
     "missing image": (
         '<colinux>\n<block_device index="0" path="absent.img"/>\n</colinux>\n',
         ["cobd0", "absent.img", "does not exist"],
@@ -72,6 +85,15 @@ def test_bad_xml(colinux: Colinux, case: str, how: str) -> None:
         (["@absent.conf"], ["absent.conf"]),
         (["@bad.conf"], ["bad.conf:3: mem=abc", "megabytes"]),
         (["cobd0=c:\\root.img"], ["drive C:", "--drive c="]),
+        *(
+            ([f"cpus={bad}"], [f"cpus={bad}: expected a whole number of CPUs from 1 to 8"])
+            for bad in ("0", "-1", "abc", "2.5", "", "9")
+        ),
+        (["userspace=fast"], ["userspace=fast: expected auto, seccomp or ptrace"]),
+        (
+            ["cpus=2", "userspace=ptrace"],
+            ["cpus=2: more than one CPU needs the seccomp userspace (userspace=ptrace runs one"],
+        ),
         (["--bogus"], ["--bogus"]),
         (["-d", "-p", "no-dir/daemon.pid"], ["-p no-dir/daemon.pid", "does not exist"]),
         (["-d", "-p", "."], ["-p .", "is a directory"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
     Redirection,
+    Userspace,
 )
 from colinux.config.values import BadValue
 from colinux.config.xml import parse_xml
@@ -41,6 +43,11 @@ SEED_MACHINE = Machine(
     cofs=(CofsShare(0, HostPath("c:\\")),),
     networks=(NetworkCard(0, NetworkType.TAP, name="TAP-Win32"),),
 )
+
+
+CPUS_EXPECTED = "expected a whole number of CPUs from 1 to 8"
+USERSPACE_EXPECTED = "expected auto, seccomp or ptrace"
+NEEDS_SECCOMP = "more than one CPU needs the seccomp userspace (userspace=ptrace runs one CPU)"
 
 
 def error_of(*words: str, base: Machine | None = None) -> str:
@@ -94,6 +101,8 @@ def test_setting_key() -> None:
     assert setting_key("root=/dev/cobd0") is None
     assert setting_key("cobd0") is None
     assert setting_key("cobdx=1") is None
+    assert setting_key("cpus=2") == "cpus"
+    assert setting_key("userspace=ptrace") == "userspace"
 
 
 @pytest.mark.parametrize(
@@ -107,6 +116,29 @@ def test_memory(word: str, megabytes: int) -> None:
 def test_scalar_keys_last_wins() -> None:
     machine = parse_cmdline(["mem=64", "kernel=a", "mem=256", "kernel=b"])
     assert (machine.memory_mb, machine.kernel) == (256, HostPath("b"))
+    machine = parse_cmdline(["cpus=4", "userspace=ptrace", "cpus=1", "userspace=seccomp"])
+    assert (machine.cpus, machine.userspace) == (1, Userspace.SECCOMP)
+
+
+@pytest.mark.parametrize(
+    ("words", "cpus", "userspace"),
+    [
+        ([], 1, Userspace.AUTO),
+        (["cpus=1"], 1, Userspace.AUTO),
+        (["cpus=2"], 2, Userspace.AUTO),
+        (["cpus=08"], 8, Userspace.AUTO),
+        (["userspace=auto"], 1, Userspace.AUTO),
+        (["userspace=seccomp", "cpus=8"], 8, Userspace.SECCOMP),
+        (["userspace=PTRACE"], 1, Userspace.PTRACE),
+        (["cpus=1", "userspace=ptrace"], 1, Userspace.PTRACE),
+        # Only the last word counts, so an earlier one cannot clash.
+        (["cpus=2", "userspace=ptrace", "cpus=1"], 1, Userspace.PTRACE),
+    ],
+)
+def test_cpus_and_userspace(words: list[str], cpus: int, userspace: Userspace) -> None:
+    machine = parse_cmdline(words)
+    assert (machine.cpus, machine.userspace) == (cpus, userspace)
+    assert machine.bootparams == ()  # colinux's own settings, not the guest kernel's
 
 
 def test_windows_paths_survive_as_raw_text() -> None:
@@ -270,6 +302,22 @@ def test_alias_with_path_does_not_depend_on_word_order() -> None:
         (["hda1=:hdb"], "command line: hda1=:hdb: expected :cobdN to name an existing device"),
         (["hda1=:cobd99"], "command line: hda1=:cobd99: index 99 is out of range (0..31)"),
         (["hda1="], "command line: hda1=: expected a path"),
+        *(
+            ([f"cpus={bad}"], f"command line: cpus={bad}: {CPUS_EXPECTED}")
+            for bad in ("0", "-1", "abc", "2.5", "", "9", "+2", " 2", "1_0", "99999999999999999999")
+        ),
+        (["userspace=fast"], f"command line: userspace=fast: {USERSPACE_EXPECTED}"),
+        (["userspace="], f"command line: userspace=: {USERSPACE_EXPECTED}"),
+        (
+            ["userspace=ptrace,seccomp"],
+            f"command line: userspace=ptrace,seccomp: {USERSPACE_EXPECTED}",
+        ),
+        (["cpus=2", "userspace=ptrace"], f"command line: cpus=2: {NEEDS_SECCOMP}"),
+        (["userspace=ptrace", "cpus=8"], f"command line: cpus=8: {NEEDS_SECCOMP}"),
+        (
+            ["cpus=2", "userspace=seccomp", "userspace=ptrace"],
+            f"command line: cpus=2: {NEEDS_SECCOMP}",
+        ),
     ],
 )
 def test_errors_name_the_word_and_expectation(words: list[str], expected: str) -> None:
@@ -363,6 +411,25 @@ def test_alias_words_override_a_base() -> None:
     )
 
 
+def test_cpus_and_userspace_over_a_base() -> None:
+    two = replace(BASE, cpus=2)
+    assert parse_cmdline(["userspace=seccomp"], base=two).cpus == 2
+    assert parse_cmdline(["cpus=1", "userspace=ptrace"], base=two).userspace == Userspace.PTRACE
+    strict = replace(BASE, userspace=Userspace.PTRACE)
+    assert parse_cmdline(["userspace=auto", "cpus=4"], base=strict).cpus == 4
+    # The clash is found whichever side each setting comes from, naming the word given.
+    assert error_of("userspace=ptrace", base=two) == (
+        f"command line: userspace=ptrace: cpus=2 (my.xml): {NEEDS_SECCOMP}"
+    )
+    assert error_of("cpus=3", base=strict) == f"command line: cpus=3: {NEEDS_SECCOMP}"
+
+
+def test_cpus_and_userspace_clash_in_a_file_names_its_line() -> None:
+    with pytest.raises(UserError) as caught:
+        parse_cmdline_text("userspace=ptrace\nmem=128 cpus=2\n", source="my.conf", base_dir="/")
+    assert str(caught.value) == f"my.conf:2: cpus=2: {NEEDS_SECCOMP}"
+
+
 def test_duplicates_within_the_words_are_still_errors_over_a_base() -> None:
     assert error_of("cobd0=a", "cobd0=b", base=BASE) == (
         "command line: cobd0=b: cobd0 is already given by cobd0=a"
@@ -411,11 +478,23 @@ def test_writer_leaves_out_disabled_devices() -> None:
     ]
 
 
+def test_writer_writes_cpus_and_userspace_only_when_not_the_default() -> None:
+    assert write_cmdline(Machine(cpus=1, userspace=Userspace.AUTO)) == ["mem=64"]
+    machine = Machine(memory_mb=128, cpus=4, userspace=Userspace.SECCOMP, bootparams=("ro",))
+    assert write_cmdline(machine) == ["mem=128", "cpus=4", "userspace=seccomp", "ro"]
+    assert parse_cmdline(write_cmdline(machine)) == machine
+    strict = Machine(userspace=Userspace.PTRACE)
+    assert write_cmdline(strict) == ["mem=64", "userspace=ptrace"]
+    assert parse_cmdline(write_cmdline(strict)) == strict
+
+
 def test_writer_refuses_boot_parameters_it_would_misread() -> None:
     with pytest.raises(UserError, match="boot parameter 'mem=64' cannot be written"):
         write_cmdline(Machine(bootparams=("mem=64",)))
     with pytest.raises(UserError, match="boot parameter '@x' cannot be written"):
         write_cmdline(Machine(bootparams=("@x",)))
+    with pytest.raises(UserError, match="boot parameter 'cpus=2' cannot be written"):
+        write_cmdline(Machine(bootparams=("cpus=2",)))
 
 
 @pytest.mark.parametrize(

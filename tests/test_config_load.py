@@ -6,11 +6,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+from conftest import Colinux
 from seed_config import SEED_XML
 
 from colinux.config.cmdline import parse_cmdline
 from colinux.config.load import convert, load_file
-from colinux.config.model import BlockDevice, HostPath, Machine
+from colinux.config.model import BlockDevice, HostPath, Machine, Userspace
 from colinux.config.xml import parse_xml
 from colinux.errors import UserError
 
@@ -126,3 +127,95 @@ def test_convert_to_an_unknown_form(tmp_path: Path) -> None:
     path.write_text("mem=64\n")
     with pytest.raises(UserError, match="cannot convert to 'json': expected cmdline or xml"):
         convert(path, "json", warn=print)  # type: ignore[arg-type]
+
+
+# cpus= and userspace= (<cpus count>, <userspace mode>) carried from one form to the other.
+SMP_LINE = "mem=128 cpus=2 userspace=seccomp root=/dev/cobd0"
+SMP_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<colinux>
+    <bootparams>root=/dev/cobd0</bootparams>
+    <memory size="128"></memory>
+    <cpus count="2"></cpus>
+    <userspace mode="seccomp"></userspace>
+</colinux>
+"""
+STRICT_LINE = "mem=64 userspace=ptrace"
+STRICT_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<colinux>
+    <memory size="64"></memory>
+    <userspace mode="ptrace"></userspace>
+</colinux>
+"""
+
+
+@pytest.mark.parametrize(("line", "xml_text"), [(SMP_LINE, SMP_XML), (STRICT_LINE, STRICT_XML)])
+def test_convert_cpus_and_userspace_both_ways(tmp_path: Path, line: str, xml_text: str) -> None:
+    conf = tmp_path / "m.conf"
+    conf.write_text(line + "\n")
+    assert convert(conf, "xml", warn=print) == xml_text
+    xml_path = tmp_path / "m.xml"
+    xml_path.write_text(xml_text)
+    assert convert(xml_path, "cmdline", warn=print) == line + "\n"
+    assert load_file(xml_path, warn=print) == load_file(conf, warn=print)
+
+
+def test_load_refuses_ptrace_with_more_than_one_cpu(tmp_path: Path) -> None:
+    conf = tmp_path / "m.conf"
+    conf.write_text("cpus=2\nuserspace=ptrace\n")
+    with pytest.raises(UserError) as caught:
+        load_file(conf, warn=print)
+    assert str(caught.value) == (
+        f"{conf}:1: cpus=2: more than one CPU needs the seccomp userspace "
+        "(userspace=ptrace runs one CPU)"
+    )
+
+
+# The commands themselves: config check and config convert start nothing.
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "summary"),
+    [
+        ("smp.conf", "cpus=2\n", "64 MB, 2 CPU(s), userspace=auto,"),
+        ("smp.xml", '<colinux><cpus count="2"/></colinux>\n', "64 MB, 2 CPU(s), userspace=auto,"),
+        ("strict.conf", "userspace=ptrace\n", "64 MB, 1 CPU(s), userspace=ptrace,"),
+        (
+            "strict.xml",
+            '<colinux><userspace mode="ptrace"/></colinux>\n',
+            "64 MB, 1 CPU(s), userspace=ptrace,",
+        ),
+        (
+            "both.xml",
+            '<colinux><cpus count="8"/><userspace mode="seccomp"/></colinux>\n',
+            "64 MB, 8 CPU(s), userspace=seccomp,",
+        ),
+    ],
+)
+def test_config_check_accepts_cpus_and_userspace(
+    colinux: Colinux, name: str, text: str, summary: str
+) -> None:
+    (colinux.cwd / name).write_text(text)
+    result = colinux.run("config", "check", name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith(f"{name}: ok ({summary} ")
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("line", "xml_text", "cpus", "userspace"),
+    [(SMP_LINE, SMP_XML, 2, Userspace.SECCOMP), (STRICT_LINE, STRICT_XML, 1, Userspace.PTRACE)],
+)
+def test_config_convert_carries_cpus_and_userspace_both_ways(
+    colinux: Colinux, line: str, xml_text: str, cpus: int, userspace: Userspace
+) -> None:
+    (colinux.cwd / "m.conf").write_text(line + "\n")
+    to_xml = colinux.run("config", "convert", "m.conf", "--to", "xml")
+    assert (to_xml.returncode, to_xml.stderr) == (0, b"")
+    assert to_xml.stdout.decode() == xml_text
+    (colinux.cwd / "m.xml").write_bytes(to_xml.stdout)
+    to_line = colinux.run("config", "convert", "m.xml", "--to", "cmdline")
+    assert (to_line.returncode, to_line.stderr) == (0, b"")
+    assert to_line.stdout.decode() == line + "\n"
+    machine = load_file(colinux.cwd / "m.xml", warn=print)
+    assert (machine.cpus, machine.userspace) == (cpus, userspace)
+    assert parse_cmdline(shlex.split(to_line.stdout.decode())) == machine

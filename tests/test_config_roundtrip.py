@@ -20,6 +20,7 @@ from colinux.config.cmdline import (
     write_cmdline,
 )
 from colinux.config.model import (
+    MAX_CPUS,
     MAX_INDEX,
     MAX_SERIAL_INDEX,
     BlockDevice,
@@ -31,6 +32,7 @@ from colinux.config.model import (
     NetworkType,
     Redirection,
     SerialLine,
+    Userspace,
 )
 from colinux.config.xml import parse_xml, write_xml
 from colinux.errors import UserError
@@ -146,9 +148,13 @@ def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
     networks = tuple(draw(network_cards(i)) for i in draw(indexes))
     serial_indexes = draw(st.lists(st.integers(0, MAX_SERIAL_INDEX), unique=True).map(sorted))
     serials = tuple(draw(serial_lines(i)) for i in serial_indexes)
+    userspace = draw(st.sampled_from(list(Userspace)))
     return Machine(
         kernel=draw(st.none() | raw_paths),
         memory_mb=draw(st.integers(1, values.MAX_MEMORY_MB)),
+        # ptrace runs one CPU; the readers refuse more
+        cpus=1 if userspace == Userspace.PTRACE else draw(st.integers(1, MAX_CPUS)),
+        userspace=userspace,
         initrd=draw(st.none() | raw_paths),
         bootparams=tuple(draw(st.lists(boot_words, max_size=4))),
         block_devices=block_devices,
@@ -197,10 +203,14 @@ _keys = st.sampled_from(
         *("", "kernel=", "mem=", "initrd=", "cobd0=", "cobd99=", "cofs1=", "eth0=", "eth2=slirp,"),
         *("hda1=", "hda1=:", "sdb=:cobd", "eth0=tuntap,", "eth0=pcap-bridge,", "cofs0=x,", "@"),
         *("ttys0=", "ttys9=", "ttys1=daemon", "ttys2=/dev/x,", 'ttys3=/dev/x,"baud='),
+        *("cpus=", "cpus=1", "userspace=", "userspace=ptrace", "userspace=seccomp"),
     ]
 )
 _values = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
-    ['"', '""', ",", ":cobd0", ":cobd1", "00:ff:00:00:00:01", "tcp:1:2", "meta,ro", 'x,"y']
+    [
+        *('"', '""', ",", ":cobd0", ":cobd1", "00:ff:00:00:00:01", "tcp:1:2", "meta,ro", 'x,"y'),
+        *("0", "2", "8", "9", "auto", "ptrace", "seccomp"),
+    ]
 )
 random_words = st.lists(st.builds(lambda k, v: k + v, _keys, _values), max_size=6)
 
@@ -219,6 +229,28 @@ def test_parse_cmdline_over_a_base_raises_only_user_error(words: list[str], base
         parse_cmdline(words, base=base)
 
 
+_cpus_words = st.lists(
+    st.sampled_from(["cpus=1", "cpus=2", "cpus=8", "userspace=ptrace", "userspace=seccomp"])
+    | st.sampled_from(["userspace=auto", "cpus=0", "cpus=9", "userspace=x", "mem=128"]),
+    max_size=5,
+)
+
+
+@FAST
+@given(_cpus_words, machines())
+def test_no_command_line_gives_ptrace_more_than_one_cpu(words: list[str], base: Machine) -> None:
+    try:
+        machine = parse_cmdline(words, base=base)
+    except UserError as error:
+        assert str(error).startswith("command line: ")
+        return
+    assert machine.cpus == 1 or machine.userspace != Userspace.PTRACE
+    # Otherwise the last word of each key counts, over the base.
+    last = {w.partition("=")[0]: w.partition("=")[2] for w in words}
+    assert machine.cpus == int(last.get("cpus", base.cpus))
+    assert machine.userspace == Userspace(last.get("userspace", base.userspace))
+
+
 @FAST
 @given(st.text(max_size=60))
 def test_tokenize_raises_only_user_error(text: str) -> None:
@@ -232,12 +264,13 @@ _attributes = st.sampled_from(
         *('type="meta"', 'type="slirp"', 'mac="zz"', 'redir="tcp:1"', 'size="0"', 'alias="hdz"'),
         *('name="n"', 'promisc="false"', 'readonly="true"', 'bogus="1"'),
         *('device="/dev/x"', 'device=""', 'mode="baud=9600"', 'mode="baud=1"', 'index="3"'),
+        *('count="2"', 'count="1"', 'count="0"', 'count="9"', 'mode="ptrace"', 'mode="seccomp"'),
     ]
 )
 _elements = st.sampled_from(
     [
         *("block_device", "cofs_device", "bootparams", "initrd", "image", "memory", "network"),
-        *("serial", "x"),
+        *("serial", "cpus", "userspace", "x"),
     ]
 )
 
@@ -247,7 +280,8 @@ _elements = st.sampled_from(
 def test_read_xml_raises_only_user_error(elements: list[tuple[str, list[str]]]) -> None:
     body = "".join(f"<{tag} {' '.join(attrs)}>text</{tag}>\n" for tag, attrs in elements)
     with contextlib.suppress(UserError):
-        parse_xml(f"<colinux>\n{body}</colinux>", source="f.xml", warn=lambda _: None)
+        machine = parse_xml(f"<colinux>\n{body}</colinux>", source="f.xml", warn=lambda _: None)
+        assert machine.cpus == 1 or machine.userspace != Userspace.PTRACE
 
 
 @FAST

@@ -16,6 +16,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
     Redirection,
+    Userspace,
 )
 from colinux.config.xml import parse_xml, read_xml, write_xml
 from colinux.errors import UserError
@@ -130,6 +131,37 @@ def test_memory_sizes() -> None:
     assert parse('<memory size="2048"/>').memory_mb == 2048  # no cap below 1 GB
     assert parse('<memory size="4G"/>').memory_mb == 4096
     assert parse('<memory size="96M"/>').memory_mb == 96
+
+
+@pytest.mark.parametrize(
+    ("body", "cpus", "userspace"),
+    [
+        ("", 1, Userspace.AUTO),
+        ('<cpus count="1"></cpus>', 1, Userspace.AUTO),
+        ('<cpus count="2"></cpus>', 2, Userspace.AUTO),
+        ('<cpus count="08"/>', 8, Userspace.AUTO),
+        ('<userspace mode="auto"></userspace>', 1, Userspace.AUTO),
+        ('<userspace mode="seccomp"/>\n<cpus count="4"/>', 4, Userspace.SECCOMP),
+        ('<userspace mode="ptrace"></userspace>', 1, Userspace.PTRACE),
+        ('<cpus count="1"/><userspace mode="PTrace"/>', 1, Userspace.PTRACE),
+    ],
+)
+def test_cpus_and_userspace(body: str, cpus: int, userspace: Userspace) -> None:
+    warnings: list[str] = []
+    machine = parse(body, warnings)
+    assert (machine.cpus, machine.userspace) == (cpus, userspace)
+    assert warnings == []
+
+
+def test_cpus_and_userspace_clash_names_both_lines() -> None:
+    assert error_of('<cpus count="2"/>\n<memory size="64"/>\n<userspace mode="ptrace"/>') == (
+        'my.xml:2: <cpus> count="2": more than one CPU needs the seccomp userspace '
+        '(<userspace mode="ptrace"> on line 4 runs one CPU)'
+    )
+    assert error_of('<userspace mode="ptrace"/>\n<cpus count="8"/>') == (
+        'my.xml:3: <cpus> count="8": more than one CPU needs the seccomp userspace '
+        '(<userspace mode="ptrace"> on line 2 runs one CPU)'
+    )
 
 
 def test_non_ascii_paths_survive() -> None:
@@ -247,6 +279,23 @@ def test_stray_text_and_children_warn() -> None:
             '<block_device index="0" path="a" alias="hdA1"/>',
             'my.xml:2: <block_device> alias="hdA1": expected an alias such as hda1 or sdb2',
         ),
+        *(
+            (
+                f'<cpus count="{bad}"></cpus>',
+                f'my.xml:2: <cpus> count="{bad}": expected a whole number of CPUs from 1 to 8',
+            )
+            for bad in ("0", "-1", "abc", "2.5", "", "9", "+2", " 2", "99999999999999999999")
+        ),
+        ("<cpus></cpus>", "my.xml:2: <cpus> is missing the attribute count"),
+        (
+            '<userspace mode="fast"></userspace>',
+            'my.xml:2: <userspace> mode="fast": expected auto, seccomp or ptrace',
+        ),
+        (
+            '<userspace mode=""/>',
+            'my.xml:2: <userspace> mode="": expected auto, seccomp or ptrace',
+        ),
+        ("<userspace/>", "my.xml:2: <userspace> is missing the attribute mode"),
     ],
 )
 def test_errors_name_line_element_attribute_and_expectation(body: str, expected: str) -> None:
@@ -271,6 +320,10 @@ def test_duplicate_alias_names_both_lines() -> None:
 def test_duplicate_singleton_is_an_error() -> None:
     message = error_of('<memory size="64"/>\n<memory size="128"/>')
     assert message == "my.xml:3: <memory> appears twice (first on line 2)"
+    message = error_of('<cpus count="2"/>\n<cpus count="4"/>')
+    assert message == "my.xml:3: <cpus> appears twice (first on line 2)"
+    message = error_of('<userspace mode="auto"/>\n\n<userspace mode="auto"/>')
+    assert message == "my.xml:4: <userspace> appears twice (first on line 2)"
 
 
 def test_wrong_root_element() -> None:
@@ -355,6 +408,23 @@ def test_writer_refuses_what_xml_cannot_hold() -> None:
         write_xml(Machine(bootparams=("init=/bin/sh -c x",)))
     with pytest.raises(UserError, match="control character"):
         write_xml(Machine(kernel=HostPath("a\x01b")))
+
+
+def test_writer_writes_cpus_and_userspace_only_when_not_the_default() -> None:
+    assert "cpus" not in write_xml(SEED_MACHINE) and "userspace" not in write_xml(SEED_MACHINE)
+    machine = Machine(memory_mb=128, cpus=4, userspace=Userspace.SECCOMP)
+    assert write_xml(machine) == (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<colinux>\n"
+        '    <memory size="128"></memory>\n'
+        '    <cpus count="4"></cpus>\n'
+        '    <userspace mode="seccomp"></userspace>\n'
+        "</colinux>\n"
+    )
+    assert parse_xml(write_xml(machine), source="x", warn=print) == machine
+    strict = Machine(userspace=Userspace.PTRACE)
+    assert '<userspace mode="ptrace"></userspace>' in write_xml(strict)
+    assert parse_xml(write_xml(strict), source="x", warn=print) == strict
 
 
 def test_writer_writes_only_the_attributes_a_type_uses() -> None:

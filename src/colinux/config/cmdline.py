@@ -19,6 +19,11 @@ original did with keys it did not know):
 ==============================================  =========================================
 ``kernel=PATH``, ``initrd=PATH``                 the UML kernel; an initial ramdisk
 ``mem=N``                                        megabytes; ``128``, ``128M`` or ``2G``
+``cpus=N``                                       guest CPUs, 1..8 (default 1)
+``userspace=auto``                               guest processes on seccomp where the host
+                                                 allows it, else ptrace (the default)
+``userspace=seccomp``                            seccomp, or the guest does not start
+``userspace=ptrace``                             strict: slower, one CPU (see below)
 ``cobdN=PATH[,ro][,cow=FILE]``                  block device N (0..31) backed by PATH;
                                                  ro: read-only; cow: writes go to FILE
 ``hdaN=PATH``, ``sdbN=PATH``...                  the first free cobd, with that guest name
@@ -39,10 +44,15 @@ the same. A single-path value (``cobd0=``, ``kernel=``) may be quoted whole.
 Backslashes are ordinary characters, so Windows paths arrive intact in
 ``HostPath.raw``; ``config.paths`` gives them a host meaning.
 
+``userspace=ptrace`` traps every guest system call with ptrace: slower, but
+guest processes cannot reach guest kernel memory, for guests that run
+untrusted code. UML runs one CPU that way, so ``cpus=2 userspace=ptrace`` is a
+``UserError``, however the two are given (words, ``@FILE``, over an XML base).
+
 Giving an indexed device twice (``cobd0=`` twice, an alias twice, two aliases
-for one device) is a ``UserError`` naming both words. ``kernel=``, ``mem=``
-and ``initrd=`` may be repeated: the last wins, so ``@defaults.conf mem=256``
-overrides the file.
+for one device) is a ``UserError`` naming both words. ``kernel=``, ``mem=``,
+``cpus=``, ``userspace=`` and ``initrd=`` may be repeated: the last wins, so
+``@defaults.conf mem=256`` overrides the file.
 
 ``@FILE`` files hold the same words, any number per line. ``#`` starts a
 comment when it starts a word (so ``disk#1.img`` is a file name). ``"..."``
@@ -63,6 +73,7 @@ from pathlib import Path
 
 from colinux.config import values
 from colinux.config.model import (
+    DEFAULT_CPUS,
     MAX_INDEX,
     MAX_NETWORK_INDEX,
     MAX_SERIAL_INDEX,
@@ -74,6 +85,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
     SerialLine,
+    Userspace,
 )
 from colinux.errors import UserError
 
@@ -84,7 +96,7 @@ MAX_AT_DEPTH = 8  # @FILE inside @FILE, this deep at most
 # name the ``source`` given to the parser), or "FILE:LINE".
 Word = tuple[str, str | None]
 
-SCALAR_KEYS = ("kernel", "mem", "initrd")
+SCALAR_KEYS = ("kernel", "mem", "cpus", "userspace", "initrd")
 _INDEXED_KEY = re.compile(r"(cobd|cofs|eth|ttys)([0-9]+)", re.ASCII)
 # Device keys mistyped (ttyS0=, ETH0=, cobd=): refused rather than given to the kernel.
 _NEAR_MISS = re.compile(r"(cobd|cofs|eth|ttys)([0-9]*)", re.ASCII | re.IGNORECASE)
@@ -186,6 +198,11 @@ class _Builder:
         self.base_source = base.source
         self.kernel = base.kernel
         self.memory_mb = base.memory_mb
+        self.cpus = base.cpus
+        self.userspace = base.userspace
+        # The words that last set them (None: the base's), for the CPU/userspace check.
+        self.cpus_word: Word | None = None
+        self.userspace_word: Word | None = None
         self.initrd = base.initrd
         self.bootparams = list(base.bootparams)
         self.block = {d.index: d for d in base.block_devices}
@@ -239,6 +256,12 @@ class _Builder:
             self.initrd = self.path(word, value)
         elif key == "mem":
             self.memory_mb = values.parse_memory(value)
+        elif key == "cpus":
+            self.cpus = values.parse_cpus(value)
+            self.cpus_word = word
+        elif key == "userspace":
+            self.userspace = values.parse_userspace(value)
+            self.userspace_word = word
         elif match := _INDEXED_KEY.fullmatch(key):
             kind, digits = match.groups()
             index = values.parse_index(digits, _INDEX_LIMITS.get(kind, MAX_INDEX))
@@ -388,11 +411,26 @@ class _Builder:
                     self.block[other.index] = replace(other, alias=None)
             self.block[index] = replace(self.block[index], alias=alias)
 
+    def check_cpus(self) -> None:
+        # Checked once every word is in: the two may come from different words,
+        # files, or a base the words override.
+        if self.cpus == 1 or self.userspace != Userspace.PTRACE:
+            return
+        problem = "more than one CPU needs the seccomp userspace (userspace=ptrace runs one CPU)"
+        if self.cpus_word is not None:
+            raise self.fail(self.cpus_word, problem)
+        where = f" ({self.base_source})" if self.base_source else ""
+        word = self.userspace_word or (f"userspace={self.userspace}", None)
+        raise self.fail(word, f"cpus={self.cpus}{where}: {problem}")
+
     def machine(self) -> Machine:
         self.resolve_aliases()
+        self.check_cpus()
         return Machine(
             kernel=self.kernel,
             memory_mb=self.memory_mb,
+            cpus=self.cpus,
+            userspace=self.userspace,
             initrd=self.initrd,
             bootparams=tuple(self.bootparams),
             block_devices=tuple(self.block[i] for i in sorted(self.block)),
@@ -418,10 +456,11 @@ def parse_cmdline(
 
     ``source`` starts every message ("command line: mem=abc: ..."). With
     ``base`` (a machine read from XML), the words override it: ``kernel=``,
-    ``mem=``, ``initrd=`` replace its values, a device replaces its device of
-    the same index (or, for ``hda1=PATH``, the one with that alias), and the
-    guest-kernel words follow its boot parameters. The result keeps
-    ``base.source``; without a base, ``source`` is None.
+    ``mem=``, ``cpus=``, ``userspace=``, ``initrd=`` replace its values, a
+    device replaces its device of the same index (or, for ``hda1=PATH``, the
+    one with that alias), and the guest-kernel words follow its boot
+    parameters. The result keeps ``base.source``; without a base, ``source``
+    is None.
     """
     return parse_words([(word, None) for word in words], source=source, base=base)
 
@@ -541,7 +580,9 @@ def write_cmdline(machine: Machine) -> list[str]:
 
     Raw paths are written (not resolved host paths). Disabled devices are left
     out: the command line has no way to say "disabled". ``kernel=`` is left out
-    when ``machine.kernel`` is None (the engine's kernel). Raises ``UserError``
+    when ``machine.kernel`` is None (the engine's kernel), and ``cpus=`` and
+    ``userspace=`` at their defaults, so a machine that does not set them is
+    written as coLinux 0.6 would have. Raises ``UserError``
     for a boot parameter that would read back as a colinux setting (such as
     ``mem=64`` or ``@file``).
     """
@@ -549,6 +590,10 @@ def write_cmdline(machine: Machine) -> list[str]:
     if machine.kernel is not None:
         words.append(f"kernel={_single_quote(machine.kernel.raw)}")
     words.append(f"mem={machine.memory_mb}")
+    if machine.cpus != DEFAULT_CPUS:
+        words.append(f"cpus={machine.cpus}")
+    if machine.userspace != Userspace.AUTO:
+        words.append(f"userspace={machine.userspace.value}")
     for device in machine.enabled_block_devices():
         words.append(f"cobd{device.index}={_disk_value(device)}")
         if device.alias is not None:

@@ -23,11 +23,30 @@ DEFAULT_KERNEL = "vmlinux"  # XML <image> default in the original
 # from the host on demand, so a larger floor costs nothing until the guest uses it.
 MIN_MEMORY_MB = 64
 DEFAULT_MEMORY_MB = 64
+DEFAULT_CPUS = 1
+# The guest kernel is built with NR_CPUS=8 (kernel/colinux.config): it cannot bring up
+# more, so more is refused here rather than quietly ignored by the guest.
+MAX_CPUS = 8
 
 
 class CofsType(StrEnum):
     FLAT = "flat"
     META = "meta"
+
+
+class Userspace(StrEnum):
+    """How the UML engine runs guest processes; values are both forms' spellings.
+
+    ``AUTO``: seccomp where the host allows it, else ptrace (fast where it can be).
+    ``SECCOMP``: seccomp or fail, for a user who wants to know it is not ptrace.
+    ``PTRACE``: every guest system call is trapped by ptrace; slower, but guest
+    processes cannot reach guest kernel memory, for guests that run untrusted code.
+    UML runs one CPU this way.
+    """
+
+    AUTO = "auto"
+    SECCOMP = "seccomp"
+    PTRACE = "ptrace"
 
 
 class NetworkType(StrEnum):
@@ -134,10 +153,14 @@ class Machine:
     ``bootparams`` are words for the guest kernel command line, in order:
     the XML ``<bootparams>`` text split on spaces, or the command-line keys
     colinux does not know itself (``root=``, ``ro``, ``init=``...).
+    ``cpus`` above 1 needs a seccomp userspace (``Userspace.PTRACE`` runs one
+    CPU); the readers refuse a machine that asks for both.
     """
 
     kernel: HostPath | None = None
     memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: int = DEFAULT_CPUS
+    userspace: Userspace = Userspace.AUTO
     initrd: HostPath | None = None
     bootparams: tuple[str, ...] = ()
     block_devices: tuple[BlockDevice, ...] = ()

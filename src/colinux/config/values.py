@@ -2,11 +2,13 @@
 
 The XML form (``config.xml``) and the key=value command line (``config.cmdline``)
 spell their settings differently but hold the same values: indexes, sizes,
-booleans, MAC addresses, slirp redirections, block-device aliases. Each value
+booleans, CPU counts, MAC addresses, slirp redirections, block-device aliases. Each value
 is parsed and written here, once, so the two forms cannot drift apart::
 
     parse_index("3")                  # 3
     parse_memory("128M")              # 128
+    parse_cpus("2")                   # 2
+    parse_userspace("ptrace")         # Userspace.PTRACE
     parse_mac("00:FF:12:34:56:78")    # "00:ff:12:34:56:78"
     parse_redirections("tcp:2222:22") # (Redirection("tcp", 2222, 22),)
     parse_redirections("tcp:0.0.0.0:2222:22")  # the same, on every interface
@@ -21,7 +23,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from colinux.config.model import MAX_INDEX, CofsType, NetworkType, Redirection
+from colinux.config.model import (
+    MAX_CPUS,
+    MAX_INDEX,
+    CofsType,
+    NetworkType,
+    Redirection,
+    Userspace,
+)
 
 DEFAULT_REDIRECT_ADDRESS = Redirection("tcp", 1, 1).address
 
@@ -104,6 +113,21 @@ def parse_memory(text: str) -> int:
     if number > MAX_MEMORY_MB:
         raise BadValue(f"expected a size in megabytes of at most {MAX_MEMORY_MB} (1 TiB)")
     return number
+
+
+def parse_cpus(text: str) -> int:
+    """The number of guest CPUs: 1..MAX_CPUS."""
+    number = _small_int(text)
+    if number is None or not 1 <= number <= MAX_CPUS:
+        raise BadValue(f"expected a whole number of CPUs from 1 to {MAX_CPUS}")
+    return number
+
+
+def parse_userspace(text: str) -> Userspace:
+    try:
+        return Userspace(text.lower())
+    except ValueError:
+        raise BadValue("expected auto, seccomp or ptrace") from None
 
 
 def parse_mac(text: str) -> str:

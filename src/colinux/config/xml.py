@@ -9,9 +9,17 @@
 
 The format is coLinux 0.6's: a ``<colinux>`` root holding ``<block_device>``,
 ``<cofs_device>``, ``<bootparams>``, ``<initrd>``, ``<image>``, ``<memory>``
-and ``<network>`` elements, and colinux's ``<serial index="0" device="/dev/ttyUSB0"
-mode="baud=115200"/>`` (the original's ``ttysN=`` had no XML form; without
-``device`` the daemon serves the line). Where the original was lax, this reader is not:
+and ``<network>`` elements, and colinux's own:
+
+- ``<serial index="0" device="/dev/ttyUSB0" mode="baud=115200"/>`` (the
+  original's ``ttysN=`` had no XML form; without ``device`` the daemon serves
+  the line);
+- ``<cpus count="2"/>``, the guest's CPUs (1..8; 1 when absent): ``cpus=``;
+- ``<userspace mode="auto|seccomp|ptrace"/>``, how the engine runs guest
+  processes (auto when absent): ``userspace=``. ``mode="ptrace"`` runs one
+  CPU, so with a ``count`` above 1 it is an error.
+
+Where the original was lax, this reader is not:
 
 - A mistake is a ``UserError`` naming ``FILE:LINE``, the element, the
   attribute and what was expected; the original ignored most of them.
@@ -52,6 +60,7 @@ from defusedxml.common import (
 
 from colinux.config import values
 from colinux.config.model import (
+    DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
     MAX_INDEX,
     MAX_NETWORK_INDEX,
@@ -64,6 +73,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
     SerialLine,
+    Userspace,
 )
 from colinux.errors import UserError
 
@@ -80,10 +90,12 @@ ELEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "initrd": (("path",), ()),
     "image": (("path",), ()),
     "memory": (("size",), ()),
+    "cpus": (("count",), ()),
+    "userspace": (("mode",), ()),
     "network": (("index",), ("type", "name", "mac", "redir", "promisc")),
     "serial": (("index",), ("device", "mode")),
 }
-SINGLETONS = ("bootparams", "initrd", "image", "memory")
+SINGLETONS = ("bootparams", "initrd", "image", "memory", "cpus", "userspace")
 TEXT_ELEMENTS = ("bootparams",)
 
 # Which <network> attributes each type uses (index, type and mac: all of them).
@@ -171,7 +183,7 @@ class _Reader:
     def __init__(self, source: str, warn: Callable[[str], None]) -> None:
         self.source = source
         self.warn = warn
-        self.seen: dict[str, int] = {}  # singleton element -> line
+        self.singletons: dict[str, _Node] = {}  # singleton element -> its node
         self.block_devices: dict[int, tuple[BlockDevice, int]] = {}
         self.aliases: dict[str, int] = {}  # alias -> line
         self.cofs: dict[int, tuple[CofsShare, int]] = {}
@@ -180,6 +192,8 @@ class _Reader:
         self.kernel: HostPath | None = None
         self.initrd: HostPath | None = None
         self.memory_mb = DEFAULT_MEMORY_MB
+        self.cpus = DEFAULT_CPUS
+        self.userspace = Userspace.AUTO
         self.bootparams: tuple[str, ...] = ()
 
     def where(self, node: _Node) -> str:
@@ -214,9 +228,12 @@ class _Reader:
         self.warn_text(root)
         for node in root.children:
             self.element(node)
+        self.check_cpus()
         return Machine(
             kernel=self.kernel,
             memory_mb=self.memory_mb,
+            cpus=self.cpus,
+            userspace=self.userspace,
             initrd=self.initrd,
             bootparams=self.bootparams,
             block_devices=tuple(d for _, (d, _) in sorted(self.block_devices.items())),
@@ -248,9 +265,10 @@ class _Reader:
         if node.tag not in TEXT_ELEMENTS:
             self.warn_text(node)
         if node.tag in SINGLETONS:
-            if node.tag in self.seen:
-                raise self.error(node, f"appears twice (first on line {self.seen[node.tag]})")
-            self.seen[node.tag] = node.line
+            if node.tag in self.singletons:
+                first = self.singletons[node.tag].line
+                raise self.error(node, f"appears twice (first on line {first})")
+            self.singletons[node.tag] = node
         getattr(self, f"on_{node.tag}")(node)
 
     def claim_index(
@@ -308,6 +326,23 @@ class _Reader:
 
     def on_memory(self, node: _Node) -> None:
         self.memory_mb = self.value(node, "size", values.parse_memory)
+
+    def on_cpus(self, node: _Node) -> None:
+        self.cpus = self.value(node, "count", values.parse_cpus)
+
+    def on_userspace(self, node: _Node) -> None:
+        self.userspace = self.value(node, "mode", values.parse_userspace)
+
+    def check_cpus(self) -> None:
+        if self.cpus == 1 or self.userspace != Userspace.PTRACE:
+            return
+        cpus, userspace = self.singletons["cpus"], self.singletons["userspace"]
+        raise self.error(
+            cpus,
+            f'count="{cpus.attrs["count"]}": more than one CPU needs the seccomp userspace '
+            f'(<userspace mode="{userspace.attrs["mode"]}"> on line {userspace.line} '
+            "runs one CPU)",
+        )
 
     def on_network(self, node: _Node) -> None:
         index = self.claim_index(node, self.networks, "eth", MAX_NETWORK_INDEX)
@@ -412,8 +447,10 @@ def write_xml(machine: Machine) -> str:
 
     Raw paths are written (not resolved host paths), so the file means the same
     wherever it is read. Network attributes that do not apply to the card's
-    type are not written. Raises ``UserError`` for what XML cannot express: a
-    boot parameter holding whitespace, a control character in a value.
+    type are not written, nor ``<cpus>`` and ``<userspace>`` at their defaults, so
+    a machine that does not set them is written as coLinux 0.6 would have. Raises
+    ``UserError`` for what XML cannot express: a boot parameter holding
+    whitespace, a control character in a value.
     """
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', f"<{ROOT}>"]
     for device in sorted(machine.block_devices, key=lambda d: d.index):
@@ -453,6 +490,10 @@ def write_xml(machine: Machine) -> str:
     if machine.kernel is not None:
         lines.append(_element("image", [("path", machine.kernel.raw)]))
     lines.append(_element("memory", [("size", str(machine.memory_mb))]))
+    if machine.cpus != DEFAULT_CPUS:
+        lines.append(_element("cpus", [("count", str(machine.cpus))]))
+    if machine.userspace != Userspace.AUTO:
+        lines.append(_element("userspace", [("mode", machine.userspace.value)]))
     for card in sorted(machine.networks, key=lambda n: n.index):
         attrs = [("index", str(card.index))]
         used = NETWORK_ATTRIBUTES[card.type]
