@@ -1,6 +1,7 @@
 #!/bin/sh
 # Set up colinux on Debian 12: the system packages it runs on, a virtualenv
-# in .venv with colinux installed (editable) and its test tools.
+# in .venv with colinux installed (editable) and its test tools, and
+# colinux's own kernel in .venv/lib/colinux/linux.
 #   ./setup.sh          set up
 #   ./setup.sh --test   set up, then run the whole test suite (lint, types, tests)
 set -eu
@@ -13,8 +14,11 @@ cd "$(dirname "$0")"
 # slirp4netns, passt, iproute2: unprivileged slirp networking for guests
 # (passt where /dev/net/tun is closed to the user);
 # mmdebstrap, uidmap: Debian root images (colinux image root; uidmap for
-# non-root builds); openssh-client: the tests log in to a Debian guest.
-packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns passt iproute2 mmdebstrap uidmap openssh-client"
+# non-root builds); openssh-client: the tests log in to a Debian guest;
+# gcc, libc6-dev, make, flex, bison, bc, patch, xz-utils: colinux's kernel,
+# built from Debian's linux-source-7.2 (kernel/build.py; user-mode-linux
+# stays for its 6.1 kernel, which kernel= can still choose).
+packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns passt iproute2 mmdebstrap uidmap openssh-client gcc libc6-dev make flex bison bc patch xz-utils"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -30,10 +34,12 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# colinux's kernel: about 5 minutes the first time, cached after that.
+.venv/bin/python kernel/build.py --install .venv/lib/colinux/linux
 
 if [ "${1:-}" = "--test" ]; then
-    .venv/bin/ruff check src tests bench
-    .venv/bin/ruff format --check src tests bench
+    .venv/bin/ruff check src tests bench kernel
+    .venv/bin/ruff format --check src tests bench kernel
     .venv/bin/mypy
     exec .venv/bin/python -m pytest -q tests
 fi
