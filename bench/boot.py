@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from colinux.engine.uml import DEFAULT_GUEST_ARGS, DEFAULT_KERNEL, FAST_BOOT_ARGS
+from colinux.engine.uml import DEFAULT_GUEST_ARGS, FAST_BOOT_ARGS, default_kernel
 from colinux.guest.cpio import CpioArchive
 
 BIN = Path(sys.executable).parent
@@ -57,7 +57,7 @@ def main() -> None:
         work = Path(tmp)
         initrd = poweroff_initramfs(work)
         env = {**os.environ, "COLINUX_RUN_DIR": str(work / "run")}
-        uml = [DEFAULT_KERNEL, "mem=256M", f"initrd={initrd}", "con=null", "con0=fd:0,fd:1",
+        uml = [default_kernel(), "mem=256M", f"initrd={initrd}", "con=null", "con0=fd:0,fd:1",
                f"uml_dir={work}", "quiet"]  # fmt: skip
         colinux = str(BIN / "colinux")
         subprocess.run([colinux, "run", "--", "true"], env=env, check=True)  # warm the cache

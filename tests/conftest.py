@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from colinux.engine.uml import default_kernel
+
 # A run started in the background of a non-interactive shell has SIGINT ignored,
 # and the clients the tests end with Ctrl-C would inherit that.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
@@ -51,6 +53,16 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+# The guest's memory in MB as its kernel reports it (the kernel's own image and
+# reservations come off what mem= gave; 7.2 keeps mem= off /proc/cmdline).
+MEMORY_PROBE = "awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo"
+
+
+def memory_given(reported_mb: int, mem: int) -> bool:
+    """Whether a guest reporting ``reported_mb`` was given ``mem=`` MB."""
+    return 0.6 * mem <= reported_mb <= mem
 
 
 @contextlib.contextmanager
@@ -154,8 +166,13 @@ class OrdinaryUser:
         self.lib = top / "lib"
         shutil.copytree(Path(colinux.__file__).parent, self.lib / "colinux")
         shutil.copytree(Path(defusedxml.__file__).parent, self.lib / "defusedxml")
+        # colinux's kernel lives in the environment colinux is installed in,
+        # which this copy is not: the user names it, as COLINUX_KERNEL allows.
+        self.kernel = top / "kernel" / "linux"
+        self.kernel.parent.mkdir()
+        shutil.copyfile(default_kernel(), self.kernel)
         for path in [top, *top.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+            path.chmod(0o755 if path.is_dir() or path == self.kernel else 0o644)
         self.work = top / "work"  # the user's own: home and current directory
         self.work.mkdir()
         shutil.chown(self.work, self.name)
@@ -166,6 +183,7 @@ class OrdinaryUser:
             "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
             "PYTHONPATH": str(self.lib),
             "HOME": str(self.work),
+            "COLINUX_KERNEL": str(self.kernel),
         }
         argv = ["/usr/bin/python3", "-m", "colinux.cli", *args]
         if os.getuid() == 0:

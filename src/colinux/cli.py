@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux.config import cmdline as cmdline_config
-from colinux.config.model import MAX_SERIAL_INDEX, Machine, NetworkCard, NetworkType
+from colinux.config.model import (
+    DEFAULT_CPUS,
+    MAX_CPUS,
+    MAX_SERIAL_INDEX,
+    Machine,
+    NetworkCard,
+    NetworkType,
+)
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
@@ -86,16 +93,21 @@ class MachineArgs:
             base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
-        if machine.kernel is not None:
-            from colinux.engine.uml import check_kernel
+        from colinux.engine.uml import check_kernel, default_kernel, engine_switches
 
-            check_kernel(str(machine.kernel))  # before anything starts; config check too
+        # Before anything starts, and in config check too: the kernel, and
+        # whether it can run this machine (cpus= needs SMP, and so on).
+        kernel = str(machine.kernel) if machine.kernel is not None else default_kernel()
+        if machine.kernel is not None:
+            check_kernel(kernel)
+        if os.path.isfile(kernel):
+            engine_switches(machine, kernel)
         return machine
 
 
 # -- colinux-daemon -------------------------------------------------------------
 
-DAEMON_USAGE = """\
+DAEMON_USAGE = f"""\
 usage: colinux-daemon [-c FILE] [-d] [-k] [-p PIDFILE] [-t TYPE] [--name NAME]
                       [--drive L=DIR]... [@FILE]... [KEY=VALUE | WORD]...
 
@@ -109,8 +121,13 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   --debug-collector  collect debug events from the start (follow: colinux debug NAME)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
-  KEY=VALUE      kernel=, mem=, initrd=, cobdN=, hdXN=, cofsN=, ethN=, ttysN=; other words
-                 go to the guest kernel's command line (root=, ro, init=...)
+  KEY=VALUE      kernel=, mem=, cpus=, userspace=, initrd=, cobdN=, hdXN=, cofsN=, ethN=,
+                 ttysN=; other words go to the guest kernel's command line (root=, ro...)
+  cpus=N         guest CPUs, 1..{MAX_CPUS} (default {DEFAULT_CPUS})
+  userspace=M    how guest processes run: auto (the default: seccomp where the host allows
+                 it, else ptrace), seccomp (or fail), ptrace (strict: every guest system
+                 call trapped, slower, but guest processes cannot reach guest kernel
+                 memory, for untrusted code; one CPU only)
   --version      show versions;  -h, --help  this help
 Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
 
@@ -694,7 +711,8 @@ def cmd_config(ns: argparse.Namespace) -> int:
         machine = MachineArgs(config=ns.file, drives=ns.drive).build()
         enabled = machine.enabled_block_devices()
         print(
-            f"{ns.file}: ok ({machine.memory_mb} MB, {len(enabled)} block device(s), "
+            f"{ns.file}: ok ({machine.memory_mb} MB, {machine.cpus} CPU(s), "
+            f"userspace={machine.userspace}, {len(enabled)} block device(s), "
             f"{len(machine.cofs)} cofs share(s), {len(machine.networks)} network card(s))"
         )
         return 0
@@ -707,18 +725,19 @@ def cmd_config(ns: argparse.Namespace) -> int:
 
 
 def version_report() -> str:
-    from colinux.engine.uml import DEFAULT_KERNEL, kernel_release
+    from colinux.engine.uml import default_kernel, kernel_release
     from colinux.guest.image import busybox_version
 
+    path = default_kernel()
     try:
-        kernel = kernel_release(DEFAULT_KERNEL)
+        kernel = kernel_release(path)
     except OSError:
-        kernel = "not installed (Debian package user-mode-linux)"
+        kernel = "not installed (./setup.sh builds colinux's kernel)"
     lines = [
         f"colinux {__version__}",
         f"colinux-daemon {__version__}",
         f"guest tools {__version__}",
-        f"guest kernel (UML) {kernel} ({DEFAULT_KERNEL})",
+        f"guest kernel (UML) {kernel} ({path})",
         f"default guest userland {busybox_version() or 'busybox not installed (busybox-static)'}",
     ]
     return "\n".join(lines)

@@ -30,9 +30,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tty
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from colinux.config.model import BlockDevice, Machine
 from colinux.engine.base import BootSpec, Engine, GuestChannels
@@ -40,7 +42,11 @@ from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
 
-DEFAULT_KERNEL = "/usr/bin/linux.uml"
+DEBIAN_KERNEL = "/usr/bin/linux.uml"  # Debian's user-mode-linux package: Linux 6.1
+# colinux's own kernel, which ./setup.sh builds (kernel/build.py) into the
+# environment colinux is installed in; COLINUX_KERNEL names another.
+OWN_KERNEL = Path(sys.prefix) / "lib" / "colinux" / "linux"
+KERNEL_ENV = "COLINUX_KERNEL"
 engine_log = logging.getLogger("colinux.engine")
 MAX_UBD = 16  # UML's ubd driver has 16 slots (MAX_DEV)
 OUTPUT_LINE = 12
@@ -50,6 +56,10 @@ AGENT_LINE = 15
 SANDBOX_DISKS = "/colinux/disks"
 SANDBOX_INITRD = "/colinux/initrd"
 _UML_MARKER = b"uml_dir="  # every UML kernel parses this switch; no other ELF has it
+# Switches a kernel knows, found by their help text in its binary.
+_SMP_MARKER = b"ncpus=<"
+_SECCOMP_MARKER = b"seccomp=<on/auto/off>"
+_SECCOMP_SWITCH = {"auto": "auto", "seccomp": "on", "ptrace": "off"}  # by Machine.userspace
 # Boot-time savers (0.6 s of 1.3 s here): no legacy BSD ptys to register, no
 # delay-loop calibration (UML does not busy-wait on hardware).
 FAST_BOOT_ARGS = ("pty.legacy_count=0", "lpj=10000000")
@@ -150,7 +160,7 @@ def check_kernel(path: str) -> None:
                     raise UserError(
                         f"kernel {path}: not a User-Mode Linux kernel "
                         "(an ELF file without UML's switches; colinux runs User-Mode Linux "
-                        f"kernels such as {DEFAULT_KERNEL}, not kernels for real hardware)"
+                        f"kernels such as {DEBIAN_KERNEL}, not kernels for real hardware)"
                     )
     except FileNotFoundError:
         raise UserError(f"kernel {path}: no such file") from None
@@ -160,6 +170,48 @@ def check_kernel(path: str) -> None:
         raise UserError(f"kernel {path}: permission denied") from None
     if not os.access(path, os.X_OK):
         raise UserError(f"kernel {path}: not executable")
+
+
+def default_kernel() -> str:
+    """The kernel a machine without ``kernel=`` runs: colinux's own when it is
+    installed, else Debian's 6.1 (colinux installed without ./setup.sh)."""
+    chosen = os.environ.get(KERNEL_ENV)
+    if chosen:
+        return chosen
+    return str(OWN_KERNEL) if OWN_KERNEL.is_file() else DEBIAN_KERNEL
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    smp: bool  # ncpus=: more than one CPU
+    seccomp: bool  # seccomp=: the seccomp userspace (Linux 6.16 and later)
+
+
+@cache
+def kernel_features(path: str) -> KernelFeatures:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return KernelFeatures(smp=m.find(_SMP_MARKER) >= 0, seccomp=m.find(_SECCOMP_MARKER) >= 0)
+
+
+def engine_switches(machine: Machine, kernel: str) -> list[str]:
+    """``ncpus=`` and ``seccomp=`` for this kernel, or a UserError if it cannot run the machine."""
+    features = kernel_features(kernel)
+    args = []
+    if machine.cpus > 1:
+        if not features.smp:
+            raise UserError(
+                f"cpus={machine.cpus}: kernel {kernel} has no SMP support "
+                "(colinux's own kernel has; leave kernel= out)"
+            )
+        args.append(f"ncpus={machine.cpus}")
+    if features.seccomp:
+        args.append(f"seccomp={_SECCOMP_SWITCH[machine.userspace.value]}")
+    elif machine.userspace.value == "seccomp":
+        raise UserError(
+            f"userspace=seccomp: kernel {kernel} has no seccomp userspace "
+            "(Linux 6.16 or later; colinux's own kernel has it)"
+        )
+    return args
 
 
 @cache
@@ -181,7 +233,24 @@ def _shared_libraries(path: str) -> tuple[str, ...]:
             if token.startswith("/"):
                 libs.append(token)
                 break
+    if any("/libc.so" in lib for lib in libs):
+        # glibc loads libgcc_s itself when a thread is cancelled or unwound,
+        # which an SMP kernel's CPU threads are: ldd cannot see it.
+        libs += _ldconfig_paths("libgcc_s.so.1")
     return tuple(libs)
+
+
+def _ldconfig_paths(soname: str) -> list[str]:
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    try:
+        out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        return []
+    for line in out.stdout.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        if name.split(" ")[0] == soname and path.startswith("/"):
+            return [path]
+    return []
 
 
 def _expose(path: str, seen: set[str]) -> list[str]:
@@ -317,7 +386,7 @@ class UmlEngine(Engine):
     def __init__(self, spec: BootSpec) -> None:
         self.spec = spec
         kernel = spec.machine.kernel
-        self.kernel = kernel.host if kernel is not None and kernel.host else DEFAULT_KERNEL
+        self.kernel = kernel.host if kernel is not None and kernel.host else default_kernel()
         self._process: asyncio.subprocess.Process | None = None
         # Beside the state directory, not in it: the guest can see that one.
         self.log_path = os.path.join(os.path.dirname(spec.state_dir), "engine.log")
@@ -349,7 +418,8 @@ class UmlEngine(Engine):
             kmsg_fd=kmsg_fd,
             output_fd=output_fd,
         )
-        return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *guest]
+        switches = engine_switches(self.spec.machine, self.kernel)
+        return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *switches, *guest]
 
     async def start(self) -> GuestChannels:
         console_master, console_slave = pty.openpty()

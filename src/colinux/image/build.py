@@ -7,12 +7,13 @@ mounts. As root, mmdebstrap runs in ``--mode=root``; as an ordinary user in
 /etc/subuid and /etc/subgid, and the ``uidmap`` package). mke2fs runs in
 mmdebstrap's last hook, where the files still belong to root.
 
-What the image holds besides Debian: the default UML kernel's modules, our
-guest tools (``mount.cofs``, the udev helper that names ``/dev/cobdN``), an
-fstab with ``/dev/cobd0`` as root and ``/dev/cobd1`` as swap, a getty on the
-console, systemd-networkd with DHCP on ``eth*`` (slirp answers), a hostname,
-root's password or SSH key, and a serve-only agent through which ``colinux
-stop`` powers the guest off with systemd::
+What the image holds besides Debian: the modules of Debian's UML kernels
+(colinux's own has none), our guest tools (``mount.cofs``, the udev helper
+that names ``/dev/cobdN``), an fstab with ``/dev/cobd0`` as root and
+``/dev/cobd1`` as swap, a getty on the console, systemd-networkd with DHCP
+on ``eth*`` (slirp answers), a hostname, root's password or SSH key, and a
+serve-only agent through which ``colinux stop`` powers the guest off with
+systemd::
 
     build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), progress=print)
     make_swap_image(Path("swap.img"), 256 << 20)
@@ -81,9 +82,9 @@ def format_size(size: int) -> str:
 
 
 def default_kernel_release() -> str:
-    from colinux.engine.uml import DEFAULT_KERNEL, kernel_release
+    from colinux.engine.uml import default_kernel, kernel_release
 
-    return kernel_release(DEFAULT_KERNEL)
+    return kernel_release(default_kernel())
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,6 @@ class RootImageSpec:
         if self.root_password is not None and "\n" in self.root_password:
             raise UserError("--root-password: must be one line")
         _check_target(self.path)
-        modules = UML_MODULES_DIR / self.kernel_release
-        if not modules.is_dir():
-            raise ColinuxError(
-                f"no modules for the UML kernel {self.kernel_release} in {UML_MODULES_DIR}",
-                hint="reinstall the Debian package user-mode-linux",
-            )
 
     def cache_key(self) -> str:
         """A hash of everything the image is made from (for caches of built images)."""
@@ -199,11 +194,10 @@ def write_overlay(spec: RootImageSpec, out: Path) -> None:
         return info
 
     with tarfile.open(out, "w") as tar:
-        tar.add(
-            UML_MODULES_DIR / spec.kernel_release,
-            arcname=f"usr/lib/modules/{spec.kernel_release}",
-            filter=root_owned,
-        )
+        # colinux's kernel has everything built in; Debian's UML kernels (6.1)
+        # need their modules, so an image also boots with kernel=/usr/bin/linux.uml.
+        for release in sorted(UML_MODULES_DIR.iterdir()) if UML_MODULES_DIR.is_dir() else []:
+            tar.add(release, arcname=f"usr/lib/modules/{release.name}", filter=root_owned)
         _add_dir(tar, "usr/lib/colinux")
         for path, source, mode in _GUEST_TOOLS:
             _add(tar, path, guest_file(source), mode)

@@ -5,11 +5,13 @@ colinux image root root.img --size 2G [--suite bookworm] [--packages a,b]
 colinux image swap swap.img --size 256M
 colinux image commit guest.cow
 colinux image initrd initrd.gz      # the default guest, as an initrd for disk roots
+colinux image kernel vmlinux        # colinux's kernel, for the seed's kernel=vmlinux
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +46,10 @@ def add_image_parser(sub: argparse._SubParsersAction, parser_class: type) -> Non
         "initrd", help="write the default guest as an initrd (gzip), e.g. the seed's initrd.gz"
     )
     initrd.add_argument("path")
+    kernel = actions.add_parser(
+        "kernel", help="write colinux's kernel (UML) to a file, e.g. the seed's vmlinux"
+    )
+    kernel.add_argument("path")
 
 
 def image_command(ns: argparse.Namespace) -> int:
@@ -101,13 +107,27 @@ def image_command(ns: argparse.Namespace) -> int:
 
         from colinux.guest.image import build_initramfs
 
-        try:
-            with open(ns.path, "xb") as f:
-                f.write(gzip.compress(build_initramfs(), 6))
-        except FileExistsError:
-            raise UserError(f"{ns.path}: already exists (colinux does not overwrite it)") from None
-        except OSError as error:
-            raise UserError(f"{ns.path}: {error.strerror}") from None
+        _write_new(ns.path, gzip.compress(build_initramfs(), 6), 0o644)
         print(f"wrote the default guest as {ns.path} (initrd={ns.path} root=/dev/cobd0)")
         return 0
-    raise UserError("colinux image: expected an action: root, swap, commit or initrd")
+    if ns.image_command == "kernel":
+        from colinux.engine.uml import check_kernel, default_kernel, kernel_release
+
+        kernel = default_kernel()
+        check_kernel(kernel)
+        _write_new(ns.path, Path(kernel).read_bytes(), 0o755)
+        print(f"wrote the UML kernel {kernel_release(kernel)} as {ns.path} (kernel={ns.path})")
+        return 0
+    raise UserError("colinux image: expected an action: root, swap, commit, initrd or kernel")
+
+
+def _write_new(path: str, data: bytes, mode: int) -> None:
+    """Write a file that must not exist yet: colinux overwrites nothing of the user's."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise UserError(f"{path}: already exists (colinux does not overwrite it)") from None
+    except OSError as error:
+        raise UserError(f"{path}: {error.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
