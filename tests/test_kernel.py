@@ -203,13 +203,14 @@ def test_kernel_errors_in_cofs_mounts(colinux: Colinux) -> None:
         "mount -i -t cofs cofs40 /mnt/x 2>/dev/null || echo bad-index; "
         "mount -i -t cofs cofs0:absent /mnt/x 2>/dev/null || echo no-dir; "
         "mount -i -t cofs -o dmask=0800 0 /mnt/x 2>/dev/null || echo bad-mode; "
+        "mount -i -t cofs cofs0:sub/../.. /mnt/x 2>/dev/null || echo dotdot; "
         "mount -i -t cofs -o uid=5,ro 0 /mnt/x && stat -c %u /mnt/x && "
         "{ touch /mnt/x/y 2>/dev/null || echo read-only; }"
     )
     result = colinux.run("run", "--", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().split() == [
-        "no-share", "bad-index", "no-dir", "bad-mode", "5", "read-only",
+        "no-share", "bad-index", "no-dir", "bad-mode", "dotdot", "5", "read-only",
     ]  # fmt: skip
 
 
