@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Colinux, wait_until
 
 SECRET = b"host secret, not for the guest\n"
@@ -284,3 +285,60 @@ def test_100k_files_in_one_directory_and_guest_links(colinux: Colinux, tmp_path:
     assert result.stdout.decode().split() == ["100003", "0", "link-refused", "new"]
     assert not (share / "hard").exists() and (tmp_path / "secret").stat().st_nlink == 1
     assert os.path.samefile(many / "g", many / "h")
+
+
+LONG_NAME_OPS = ["touch", "mkdir", "mv-to", "mv-from", "ln-s", "ln", "rm", "rmdir", "chmod",
+                 "chown", "truncate", "cat", "mkfifo"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["flat", "meta"])
+def test_names_longer_than_255_bytes(colinux: Colinux, tmp_path: Path, mode: str) -> None:
+    """A 255-byte name (NAME_MAX) is made; a 256-byte one is "File name too long" in every
+    command, as the last component and in the middle of a path, as on the guest's own
+    tmpfs; and the daemon does not warn of a malformed request (it said EINVAL and did)."""
+    share = tmp_path / "share"
+    share.mkdir()
+    script = r"""
+    set -u
+    l255=$(printf '%0255d' 0 | tr 0 a); m255=$(printf '%0255d' 0 | tr 0 m)
+    n255=$(printf '%0255d' 0 | tr 0 n); l256=$(printf '%0256d' 0 | tr 0 z)
+    try() {  # LABEL COMMAND...: LABEL ok | ENAMETOOLONG | the error
+        label=$1; shift
+        if out=$("$@" 2>&1); then echo "$label ok"
+        else case $out in
+            *"File name too long"*) echo "$label ENAMETOOLONG" ;;
+            *) echo "$label error: $out" | sed 's/\([azmn]\)\1\{254,\}/<\1...>/g' ;;
+        esac fi
+    }
+    names() {
+        try touch255 touch "$l255"; try mkdir255 mkdir "$m255"; try inside255 touch "$m255/x"
+        for p in "last $l256" "mid $l256/x"; do
+            at=${p%% *}; p=${p#* }
+            try $at-touch touch "$p"; try $at-mkdir mkdir "$p"
+            try $at-mv-to mv "$l255" "$p"; try $at-mv-from mv "$p" y
+            try $at-ln-s ln -s t "$p"; try $at-ln ln "$l255" "$p"
+            try $at-rm rm "$p"; try $at-rmdir rmdir "$p"
+            try $at-chmod chmod 644 "$p"; try $at-chown chown 1:1 "$p"
+            try $at-truncate truncate -s 0 "$p"; try $at-cat cat "$p"; try $at-mkfifo mkfifo "$p"
+        done
+        try mv255 mv "$l255" "$n255"; try chmod255 chmod 600 "$n255"
+    }
+    stat -f -c 'tmp %T' /tmp
+    mkdir /tmp/names && cd /tmp/names && names | sed 's/^/tmp /'
+    mkdir -p /mnt/s && mount -t cofs cofs0 /mnt/s && cd /mnt/s && names | sed 's/^/cofs /'
+    """
+    settings = [f"cofs0={share}" + (",meta" if mode == "meta" else ""), "--no-share"]
+    result = run_sh(colinux, script, *settings)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "tmp tmpfs"
+    expected = ["touch255 ok", "mkdir255 ok", "inside255 ok"]
+    expected += [f"{at}-{op} ENAMETOOLONG" for at in ("last", "mid") for op in LONG_NAME_OPS]
+    expected += ["mv255 ok", "chmod255 ok"]
+    on_tmpfs = [line[4:] for line in lines if line.startswith("tmp ")][1:]
+    on_cofs = [line[5:] for line in lines if line.startswith("cofs ")]
+    assert on_tmpfs == expected
+    assert on_cofs == on_tmpfs
+    assert b"refused" not in result.stderr and b"bad file name" not in result.stderr
+    assert sorted(os.listdir(share)) == ["m" * 255, "n" * 255]  # nothing else was made
+    assert os.listdir(share / ("m" * 255)) == ["x"]

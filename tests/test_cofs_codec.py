@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,6 +122,22 @@ def test_fuse_names_round_trip(name: bytes, mode: int, umask: int) -> None:
         assert fp.decode_request(request(fp.Opcode.RENAME2, body)).args == fp.RenameIn(
             9, 1, old, new
         )
+
+
+def test_names_longer_than_name_max_decode() -> None:
+    """A long name is well formed (FUSE carries up to 1024 bytes): the file system, not the
+    decoder, answers it (ENAMETOOLONG); an empty one, or one with a ``/``, stays refused."""
+    for name in (b"a" * 255, b"b" * 256, b"c" * 1024):
+        assert fp.decode_request(request(fp.Opcode.LOOKUP, name + b"\0")).args.name == name
+        body = struct.pack("<QII", 9, 0, 0) + name + b"\0" + name + b"\0"
+        assert fp.decode_request(request(fp.Opcode.RENAME2, body)).args == fp.RenameIn(
+            9, 0, name, name
+        )
+    for bad in (b"", b"b" * 300 + b"/x", b"x/" + b"b" * 300):
+        with pytest.raises(fp.FuseProtocolError):
+            fp.decode_request(request(fp.Opcode.LOOKUP, bad + b"\0"))
+        with pytest.raises(fp.FuseProtocolError):
+            fp.decode_request(request(fp.Opcode.MKDIR, struct.pack("<II", 0o755, 0) + bad + b"\0"))
 
 
 def test_fuse_write_length_must_match() -> None:
@@ -277,6 +294,104 @@ def test_symlinks_are_not_followed_on_the_host(tmp_path: Path) -> None:
         assert dotdot is not None and fp.OUT_HEADER.unpack_from(dotdot)[1] == -errno.EINVAL
     finally:
         fs.close()
+
+
+def _error(fs: ShareFileSystem, opcode: int, body: bytes, nodeid: int = 1) -> int:
+    """The errno of the file system's reply to one request (0: it succeeded)."""
+    reply = fs.handle(fp.decode_request(request(opcode, body, nodeid)))
+    assert reply is not None
+    return -int(fp.OUT_HEADER.unpack_from(reply)[1])
+
+
+@pytest.mark.parametrize("meta_mode", [False, True], ids=["flat", "meta"])
+def test_names_longer_than_name_max_are_enametoolong(tmp_path: Path, meta_mode: bool) -> None:
+    """A name of 255 bytes (NAME_MAX) is made, found, renamed and removed; one of 256 is
+    ENAMETOOLONG in every request that takes a name, as on every Linux file system (it was
+    EINVAL, which says the request was malformed); '.', '..' stay EINVAL."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "src").write_bytes(b"x")
+    (share / "sub").mkdir()
+    fs = ShareFileSystem(str(share), meta=meta_mode)
+    op = fp.Opcode
+
+    def create(name: bytes) -> bytes:
+        return struct.pack("<IIII", os.O_RDWR | os.O_CREAT, 0o644, 0, 0) + name + b"\0"
+
+    def mkdir(name: bytes) -> bytes:
+        return struct.pack("<II", 0o755, 0) + name + b"\0"
+
+    def mknod(name: bytes, kind: int = stat.S_IFREG) -> bytes:
+        return struct.pack("<IIII", kind | 0o644, 0, 0, 0) + name + b"\0"
+
+    def rename(old: bytes, new: bytes) -> bytes:
+        return struct.pack("<Q", 1) + old + b"\0" + new + b"\0"
+
+    def rename2(old: bytes, new: bytes) -> bytes:
+        return struct.pack("<QII", 1, 0, 0) + old + b"\0" + new + b"\0"
+
+    def symlink(name: bytes) -> bytes:
+        return name + b"\0" + b"src\0"
+
+    try:
+        src = _lookup(fs, 1, b"src")
+        sub = _lookup(fs, 1, b"sub")
+
+        def link(name: bytes) -> bytes:
+            return struct.pack("<Q", src) + name + b"\0"
+
+        a, b, c, d = (ch * 255 for ch in (b"a", b"b", b"c", b"d"))
+        assert _error(fs, op.CREATE, create(a)) == 0
+        assert _error(fs, op.LOOKUP, a + b"\0") == 0
+        assert _error(fs, op.RENAME, rename(a, b)) == 0
+        assert _error(fs, op.RENAME2, rename2(b, a)) == 0
+        assert _error(fs, op.MKNOD, mknod(b)) == 0
+        assert _error(fs, op.UNLINK, b + b"\0") == 0
+        assert _error(fs, op.MKDIR, mkdir(c)) == 0
+        assert _error(fs, op.CREATE, create(d), sub) == 0
+        assert _error(fs, op.LOOKUP, _view_name(255) + b"\0") == 0
+        if meta_mode:
+            assert _error(fs, op.SYMLINK, symlink(b"s" * 255)) == 0
+            assert _error(fs, op.LINK, link(b"l" * 255)) == 0
+            assert _error(fs, op.MKNOD, mknod(b"f" * 255, stat.S_IFIFO)) == 0
+
+        long = b"z" * 256
+        too_long = [
+            (op.LOOKUP, long + b"\0", 1), (op.LOOKUP, long + b"\0", sub),
+            (op.LOOKUP, _view_name(256) + b"\0", 1),
+            (op.CREATE, create(long), 1), (op.CREATE, create(long), sub),
+            (op.MKNOD, mknod(long), 1), (op.MKDIR, mkdir(long), 1), (op.MKDIR, mkdir(long), sub),
+            (op.UNLINK, long + b"\0", 1), (op.RMDIR, long + b"\0", 1),
+            (op.RENAME, rename(a, long), 1), (op.RENAME, rename(long, a), 1),
+            (op.RENAME2, rename2(a, long), 1), (op.RENAME2, rename2(long, a), 1),
+            (op.LOOKUP, b"y" * 1024 + b"\0", 1), (op.CREATE, create(b"y" * 4000), 1),
+        ]  # fmt: skip
+        if meta_mode:
+            too_long += [(op.SYMLINK, symlink(long), 1), (op.LINK, link(long), 1),
+                         (op.MKNOD, mknod(long, stat.S_IFIFO), 1)]  # fmt: skip
+        for opcode, body, parent in too_long:
+            assert _error(fs, opcode, body, parent) == errno.ENAMETOOLONG, (opcode, parent)
+        if not meta_mode:  # refused whatever the name (the guest looks the name up first)
+            assert _error(fs, op.SYMLINK, symlink(long)) == errno.EPERM
+            assert _error(fs, op.LINK, link(long)) == errno.EPERM
+        for bad in (b".", b".."):  # still EINVAL: they leave the directory
+            assert _error(fs, op.LOOKUP, bad + b"\0") == errno.EINVAL
+            assert _error(fs, op.MKDIR, mkdir(bad)) == errno.EINVAL
+            assert _error(fs, op.RENAME, rename(a, bad)) == errno.EINVAL
+        assert _error(fs, op.RMDIR, c + b"\0") == 0
+        assert _error(fs, op.UNLINK, a + b"\0") == 0
+    finally:
+        fs.close()
+    left = {"src", "sub"} | ({"s" * 255, "l" * 255, "f" * 255} if meta_mode else set())
+    assert set(os.listdir(share)) == left
+    assert os.listdir(share / "sub") == ["d" * 255]
+
+
+def _view_name(size: int) -> bytes:
+    """A view name (see fs.py) of ``size`` bytes, padded with leading zeros in the uid."""
+    tail = b",gid=0,dmode=755,fmode=755"
+    head = b".cofs-view:uid="
+    return head + b"0" * (size - len(head) - len(tail) - 1) + b"1" + tail
 
 
 # -- virtqueues -------------------------------------------------------------------

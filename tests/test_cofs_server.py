@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import select
 import socket
@@ -255,6 +256,34 @@ def test_hostile_messages_and_requests_are_refused(served: tuple[FrontEnd, Path]
     # And a good request still works.
     entry = front.fuse(fp.Opcode.LOOKUP, b"hello\0")
     assert fp.OUT_HEADER.unpack_from(entry)[1] == 0
+
+
+def test_a_name_too_long_is_enametoolong_without_a_warning(
+    served: tuple[FrontEnd, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A name of more than 255 bytes is a user's mistake, not a malformed request: the
+    guest gets ENAMETOOLONG and the terminal no warning (a bad name still warns)."""
+    front, tmp_path = served
+    front.setup_queue()
+    long = b"n" * 256
+    create = struct.pack("<IIII", os.O_RDWR | os.O_CREAT, 0o644, 0, 0)
+    with caplog.at_level(logging.DEBUG, logger="colinux.cofs"):
+        for opcode, body in (
+            (fp.Opcode.LOOKUP, long + b"\0"),
+            (fp.Opcode.CREATE, create + long + b"\0"),
+            (fp.Opcode.MKDIR, struct.pack("<II", 0o755, 0) + long + b"\0"),
+            (fp.Opcode.UNLINK, long + b"\0"),
+            (fp.Opcode.RENAME, struct.pack("<Q", 1) + b"hello\0" + long + b"\0"),
+        ):
+            assert fp.OUT_HEADER.unpack_from(front.fuse(opcode, body))[1] == -errno.ENAMETOOLONG
+        assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
+        made = front.fuse(fp.Opcode.CREATE, create + b"n" * 255 + b"\0")
+        assert fp.OUT_HEADER.unpack_from(made)[1] == 0
+        bad = front.fuse(fp.Opcode.LOOKUP, b"n" * 256 + b"/x\0")
+        assert fp.OUT_HEADER.unpack_from(bad)[1] == -errno.EINVAL
+    assert [r.levelno for r in caplog.records if "refused" in r.getMessage()] == [logging.WARNING]
+    assert sorted(os.listdir(tmp_path / "share")) == ["hello", "n" * 255]
+    (tmp_path / "share" / ("n" * 255)).unlink()
 
 
 def test_a_new_front_end_after_the_old_one_went(served: tuple[FrontEnd, Path]) -> None:

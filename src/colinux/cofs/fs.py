@@ -428,6 +428,7 @@ class ShareFileSystem:
 
     def op_lookup(self, h: fp.InHeader, a: fp.NameIn) -> bytes:
         parent = self._dir(h.nodeid)
+        _check_component(a.name)  # a view's name too
         if h.nodeid == ROOT_ID and a.name.startswith(VIEW_PREFIX):
             return self._lookup_view(a.name[len(VIEW_PREFIX) :])
         try:
@@ -796,9 +797,13 @@ def _consistent(host_kind: int, mode: int) -> bool:
 
 
 def _check_component(name: bytes) -> None:
-    """One path component that stays in its directory."""
+    """One path component that stays in its directory (EINVAL), of at most NAME_MAX
+    bytes (ENAMETOOLONG, what POSIX and every Linux file system say: a user's mistake,
+    answered without a word on the terminal)."""
     if name in (b".", b"..") or not name or b"/" in name or b"\0" in name:
         raise OSError(errno.EINVAL, f"bad name {name!r}")
+    if len(name) > fp.NAME_MAX:
+        raise OSError(errno.ENAMETOOLONG, f"a name of {len(name)} bytes")
 
 
 def _devino(st: os.stat_result) -> tuple[int, int]:

@@ -4,7 +4,9 @@ virtio-fs carries FUSE requests unchanged: each request is a ``fuse_in_header``
 followed by its opcode's arguments; each reply a ``fuse_out_header`` followed
 by the result. ``decode_request`` checks lengths and NUL-terminated names and
 raises ``FuseProtocolError`` on anything malformed, so the file system layer
-only ever sees well-formed values::
+only ever sees well-formed values. A name longer than ``NAME_MAX`` is well
+formed (FUSE carries names of up to 1024 bytes): it is a user's mistake, which
+the file system answers with ENAMETOOLONG, as every Linux file system does::
 
     req = decode_request(data)          # -> Request(header, args)
     if req.header.opcode == Opcode.LOOKUP: name = req.args.name
@@ -28,7 +30,7 @@ ATTR_HEAD = struct.Struct("<QII")  # attr_valid attr_valid_nsec dummy
 WRITE_HEAD_SIZE = 40 + 40  # fuse_in_header + fuse_write_in: what precedes the data
 KERNEL_VERSION = 7
 KERNEL_MINOR = 31
-NAME_MAX = 255
+NAME_MAX = 255  # longer names are ENAMETOOLONG (fs.py), not malformed
 
 
 class Opcode(IntEnum):
@@ -242,7 +244,9 @@ def _name(data: bytes) -> bytes:
 
 
 def _check_name(name: bytes) -> None:
-    if not name or len(name) > NAME_MAX or b"\0" in name or b"/" in name:
+    """Refuses a name no guest kernel sends: empty, or with a NUL or ``/`` in it. Its
+    length is the file system's to refuse (ENAMETOOLONG past ``NAME_MAX``)."""
+    if not name or b"\0" in name or b"/" in name:
         raise FuseProtocolError(f"bad file name {name[:64]!r}")
 
 
