@@ -65,6 +65,32 @@ def memory_given(reported_mb: int, mem: int) -> bool:
     return 0.6 * mem <= reported_mb <= mem
 
 
+# An initrd that knows nothing of colinux: it mounts whatever root= names and
+# switches to it, as any distribution's would.
+USER_INITRD_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+for w in $(cat /proc/cmdline); do case $w in root=*) root=${w#root=};; esac; done
+mount -o ro "$root" /newroot
+exec switch_root /newroot /sbin/init
+"""
+
+
+def write_user_initrd(path: Path) -> None:
+    """USER_INITRD_INIT with Debian's static busybox, as a gzip'd newc archive at ``path``."""
+    import gzip
+
+    from colinux.guest.cpio import CpioArchive
+
+    archive = CpioArchive()
+    for d in ("bin", "proc", "dev", "newroot"):
+        archive.add_dir(d)
+    archive.add_file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
+    archive.add_file("init", USER_INITRD_INIT.encode(), 0o755)
+    path.write_bytes(gzip.compress(archive.to_bytes(), 1))
+
+
 @contextlib.contextmanager
 def reaped(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     """``process``, killed and waited for if the block leaves it running (a failed test)."""

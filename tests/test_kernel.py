@@ -6,7 +6,6 @@ running when ``kernel=`` names it.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import BIN, Colinux
+from conftest import BIN, Colinux, write_user_initrd
 
 from colinux.engine.uml import DEBIAN_KERNEL, OWN_KERNEL, default_kernel, kernel_release
 from colinux.guest.cpio import CpioArchive
@@ -129,16 +128,7 @@ def test_smp_needs_a_kernel_that_has_it(colinux: Colinux) -> None:
     assert b"cpus=2" in result.stderr and b"no SMP" in result.stderr
 
 
-# An initrd and a root that know nothing of colinux: busybox and a few lines of sh.
-PLAIN_INITRD_INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t devtmpfs dev /dev
-for w in $(cat /proc/cmdline); do case $w in root=*) root=${w#root=};; esac; done
-mount -o ro "$root" /newroot
-exec switch_root /newroot /sbin/init
-"""
-
+# A root that knows nothing of colinux: busybox and a few lines of sh.
 PLAIN_ROOT_INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -o remount,rw /
@@ -161,12 +151,7 @@ poweroff -f
 
 
 def test_plain_root_has_eth0_and_mounts_cofs_with_the_seeds_forms(colinux: Colinux) -> None:
-    archive = CpioArchive()
-    for d in ("bin", "proc", "dev", "newroot"):
-        archive.add_dir(d)
-    archive.add_file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
-    archive.add_file("init", PLAIN_INITRD_INIT.encode(), 0o755)
-    (colinux.cwd / "plain-initrd.gz").write_bytes(gzip.compress(archive.to_bytes(), 1))
+    write_user_initrd(colinux.cwd / "plain-initrd.gz")
     tree = colinux.cwd / "tree"
     for d in ("bin", "sbin", "proc", "sys", "dev", "mnt"):
         (tree / d).mkdir(parents=True)

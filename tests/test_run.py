@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from conftest import MEMORY_PROBE, Colinux, memory_given, wait_until
-
-from colinux.guest.cpio import CpioArchive
+from conftest import MEMORY_PROBE, Colinux, memory_given, wait_until, write_user_initrd
 
 
 def test_exit_status_is_the_commands(colinux: Colinux) -> None:
@@ -185,15 +181,6 @@ def test_disabled_devices_are_skipped(colinux: Colinux) -> None:
     assert b"none" in result.stdout
 
 
-USER_INITRD_INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t devtmpfs dev /dev
-for w in $(cat /proc/cmdline); do case $w in root=*) root=${w#root=};; esac; done
-mount -o ro "$root" /newroot
-exec switch_root /newroot /sbin/init
-"""
-
 USER_ROOT_INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox echo "user-root $(/bin/busybox cat /marker) $(/bin/busybox grep -c ' / ' /proc/mounts)"
@@ -205,12 +192,7 @@ USER_ROOT_INIT = """#!/bin/busybox sh
 def test_root_disk_through_an_initrd_of_the_users_own(colinux: Colinux, root: str) -> None:
     # An initrd that knows nothing of colinux: it mounts whatever root= names and
     # switches to it. root=/dev/cobd0 (or its alias) must reach it as a disk it can open.
-    archive = CpioArchive()
-    for d in ("bin", "proc", "dev", "newroot"):
-        archive.add_dir(d)
-    archive.add_file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
-    archive.add_file("init", USER_INITRD_INIT.encode(), 0o755)
-    (colinux.cwd / "own-initrd.gz").write_bytes(gzip.compress(archive.to_bytes(), 1))
+    write_user_initrd(colinux.cwd / "own-initrd.gz")
     tree = colinux.cwd / "tree"
     for d in ("bin", "sbin", "proc", "dev"):
         (tree / d).mkdir(parents=True)
