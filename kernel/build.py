@@ -300,12 +300,12 @@ def compile_kernel(tree: Path, out: Path, log: Path, jobs: int, progress: Progre
 
 def _install(built: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("linux", "linux.json"):
-        target = dest if name == "linux" else dest.with_name(dest.name + ".json")
+    info = dest.with_name(dest.name + ".json")
+    for name, target, mode in (("linux", dest, 0o755), ("linux.json", info, 0o644)):
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".kernel-")
         os.close(fd)
         shutil.copyfile(built / name, tmp)
-        os.chmod(tmp, 0o755 if name == "linux" else 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
 
 
@@ -337,7 +337,6 @@ def build(dest: Path | None, jobs: int, progress: Progress) -> Path:
         except BuildError:
             fallback = _cached(cache, inputs)
             if fallback is None:
-                keep_work = True
                 raise
             progress.stage(f"{SUITE} unreachable; taking the cached build in {fallback}")
             if dest:
@@ -387,8 +386,10 @@ def build(dest: Path | None, jobs: int, progress: Progress) -> Path:
         if keep_work:
             # Only the log is worth keeping: the tree is 1.5 GB.
             for entry in work.iterdir():
-                if entry != log:
-                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif entry != log:
+                    entry.unlink()
         else:
             shutil.rmtree(work, ignore_errors=True)
 

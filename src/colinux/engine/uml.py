@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from colinux.config.model import BlockDevice, Machine
+from colinux.config.model import BlockDevice, Machine, Userspace
 from colinux.engine.base import BootSpec, Engine, GuestChannels
 from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
@@ -59,7 +59,7 @@ _UML_MARKER = b"uml_dir="  # every UML kernel parses this switch; no other ELF h
 # Switches a kernel knows, found by their help text in its binary.
 _SMP_MARKER = b"ncpus=<"
 _SECCOMP_MARKER = b"seccomp=<on/auto/off>"
-_SECCOMP_SWITCH = {"auto": "auto", "seccomp": "on", "ptrace": "off"}  # by Machine.userspace
+_SECCOMP_SWITCH = {Userspace.AUTO: "auto", Userspace.SECCOMP: "on", Userspace.PTRACE: "off"}
 # Boot-time savers (0.6 s of 1.3 s here): no legacy BSD ptys to register, no
 # delay-loop calibration (UML does not busy-wait on hardware).
 FAST_BOOT_ARGS = ("pty.legacy_count=0", "lpj=10000000")
@@ -205,8 +205,8 @@ def engine_switches(machine: Machine, kernel: str) -> list[str]:
             )
         args.append(f"ncpus={machine.cpus}")
     if features.seccomp:
-        args.append(f"seccomp={_SECCOMP_SWITCH[machine.userspace.value]}")
-    elif machine.userspace.value == "seccomp":
+        args.append(f"seccomp={_SECCOMP_SWITCH[machine.userspace]}")
+    elif machine.userspace is Userspace.SECCOMP:
         raise UserError(
             f"userspace=seccomp: kernel {kernel} has no seccomp userspace "
             "(Linux 6.16 or later; colinux's own kernel has it)"
