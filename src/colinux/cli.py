@@ -379,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list running guests")
 
+    # Parsed by console.exec_client (colinux.launch sends them there at once):
+    # here for the help.
+    sub.add_parser(
+        "exec",
+        help="run a command in a running guest: colinux exec [-t] NAME -- CMD [ARGS...]",
+        add_help=False,
+    )
+    sub.add_parser("shell", help="root's login shell in a running guest", add_help=False)
+
     console = sub.add_parser(
         "console", help=f"attach this terminal to a guest's console ({DETACH_KEY_NAME} detaches)"
     )
@@ -746,6 +755,12 @@ def version_report() -> str:
 def colinux_command(argv: Sequence[str]) -> int:
     if argv[:1] == ["daemon"]:  # how `colinux start` runs the daemon
         return daemon_command(argv[1:])
+    verb = 1 if argv[:1] == ["--debug"] else 0
+    if argv[verb : verb + 1] in (["exec"], ["shell"]):
+        from colinux.console.exec_client import exec_command
+
+        _setup_logging(verb == 1)
+        return exec_command(argv[verb:])
     before, job = _split_job(argv)
     parser = build_parser()
     ns, rest = parser.parse_known_args(before)

@@ -15,7 +15,6 @@ the engine (disks flushed first), then kill the engine's process group.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import dataclasses
@@ -33,8 +32,22 @@ from typing import Literal
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.daemon import protocol
+from colinux.daemon.agent_protocol import (
+    Exit,
+    Free,
+    Hello,
+    Poweroff,
+    Ready,
+    Reboot,
+    Refuse,
+    Run,
+    Shell,
+    decode,
+    encode,
+)
 from colinux.daemon.backends import Backend, backend_log, backends_for, event_fields
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
+from colinux.daemon.exec_sessions import ExecService
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
 from colinux.daemon.rundir import ClaimedGuestDir
@@ -117,6 +130,7 @@ class Supervisor:
         # collector off, so switching it on shows how the guest booted.
         self._kernel_messages: collections.deque[Record] = collections.deque(maxlen=500)
         self._engine_started = time.time()
+        self.execs = ExecService(options.name)  # colinux exec sessions
         if options.service:
             self.notifier = Notifier.from_environment()
             # Only the daemon speaks to systemd (NotifyAccess=main): not its children.
@@ -245,6 +259,7 @@ class Supervisor:
         self._agent_writer = None
         self._engine_started = time.time()
         log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
+        self.execs.boot_started(channels.exec_slots, agent_expected=self.engine.spec.default_guest)
         agent_task = asyncio.create_task(self._agent(channels.agent))
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         output_task = asyncio.create_task(self._output_channel(channels.output))
@@ -266,6 +281,8 @@ class Supervisor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            what = "rebooted" if self.reboot_requested else "stopped"
+            self.execs.boot_ended(f"guest {self.options.name} {what} before the command ended")
         log.info("engine ended", extra={"fields": {"status": status}})
         return status
 
@@ -326,12 +343,13 @@ class Supervisor:
     async def stop(self, force: bool = False) -> None:
         """The termination ladder; returns once the engine has ended."""
         self.state = "stopping"
+        self.execs.stopping()
         self.notifier.send(STOPPING=1, STATUS=f"stopping guest {self.options.name}")
         timeout = self.options.stop_timeout
         if not force and self._agent_writer is not None:
             log.info("asking the guest agent to power off")
             with contextlib.suppress(OSError):
-                self._agent_writer.write(b"POWEROFF\n")
+                self._agent_writer.write(encode(Poweroff()))
             if await self._engine_ends_within(timeout):
                 return
         if not force:
@@ -366,20 +384,22 @@ class Supervisor:
         reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
         try:
             while line := await reader.readline():
-                words = line.decode(errors="replace").split()
-                if not words:
-                    continue
-                if words[0] == "HELLO" and len(words) >= 2:
-                    self._hello(words[1], writer, serve=words[2:3] == ["serve"])
-                elif words[0] == "REBOOT":
+                message = decode(line)
+                if isinstance(message, Hello):
+                    self._hello(message.version, writer, serve="serve" in message.flags)
+                    if self._agent_writer is writer and self.failure is None:
+                        self.execs.agent_greeted(writer, message.flags)
+                elif isinstance(message, Reboot):
                     self.reboot_requested = self.options.job is None
-                elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
+                elif isinstance(message, Exit):
                     # Output written before the exit report is already in the
                     # console's buffer: pass it on, then show no more (the
                     # guest's power-off messages are not the command's).
                     self.hub.drain()
                     self._local_output = False
-                    self.job_status = int(words[1])
+                    self.job_status = message.status
+                elif isinstance(message, Ready | Free):
+                    self.execs.message(message)
         except ConnectionError:
             pass  # the engine was killed with our words unread: the end, as at end-of-file
         finally:
@@ -401,32 +421,31 @@ class Supervisor:
                 )
                 self.request_stop()
             elif self.stop_requested:
-                writer.write(b"POWEROFF\n")
+                writer.write(encode(Poweroff()))
             return
         if version != __version__:
             self.failure = UserError(
                 f"guest tools version {version} do not match colinux {__version__}: "
                 "rebuild the initrd with this colinux (the guest was stopped)"
             )
-            writer.write(b"REFUSE\n")
+            writer.write(encode(Refuse()))
             self.request_stop()
             return
         if self.agent_version is not None and self.options.job is not None:
             self.failure = ColinuxError("guest rebooted before the command finished")
-            writer.write(b"REFUSE\n")
+            writer.write(encode(Refuse()))
             return
         self.agent_version = version
         self._agent_writer = writer
         self.state = "running"
         self._notify_running()
         if self.options.job is not None:
-            mode = "tty" if self.options.console == "terminal" else "raw"
-            command = base64.b64encode(shlex.join(self.options.job).encode()).decode()
-            writer.write(f"RUN {mode} {command}\n".encode())
+            tty = self.options.console == "terminal"
+            writer.write(encode(Run("tty" if tty else "raw", shlex.join(self.options.job))))
         else:
-            writer.write(f"SHELL {self.options.shell}\n".encode())
+            writer.write(encode(Shell(self.options.shell)))
         if self.stop_requested:
-            writer.write(b"POWEROFF\n")
+            writer.write(encode(Poweroff()))
 
     async def _errors_channel(self, fd: int, stream: str = "stderr") -> None:
         """tty14: a job's stderr in raw mode (tty12: its stdout, with ``stream="stdout"``);
@@ -623,6 +642,10 @@ class Supervisor:
                         rows, cols = request.get("rows"), request.get("cols")
                         if isinstance(rows, int) and isinstance(cols, int):
                             set_window_size(hub.fd, rows, cols)
+                    elif op == "exec" and detach is None and unfollow is None:
+                        # The connection is the session's now, to its command's end.
+                        await self.execs.serve(request, reader, writer, decoder)
+                        return
                     else:
                         writer.write(protocol.encode_json(await self._request(request)))
         except protocol.ProtocolError as e:
@@ -655,6 +678,8 @@ class Supervisor:
         if op == "cad":
             self._ctrl_alt_del()
             return {"ok": True}
+        if op == "exec-signal":
+            return self.execs.signal(request.get("session"), request.get("signal"))
         if op == "debug":
             if "enable" in request:
                 self._debug_wanted = bool(request["enable"])
@@ -679,6 +704,7 @@ class Supervisor:
             "agent_version": self.agent_version,
             "kernel": self.engine.kernel,
             "source": self.machine.source,
+            "exec": self.execs.status(),
         }
 
 

@@ -30,6 +30,7 @@ GUEST_FILES = (
     ("init", "init", 0o755),
     ("sbin/init", "init", 0o755),  # the same init when this tree is a disk's root
     ("usr/lib/colinux/agent", "agent", 0o755),
+    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec, for the agent
     ("usr/lib/colinux/fstab-mount", "fstab-mount", 0o755),
     ("sbin/shutdown", "shutdown", 0o755),
     ("etc/profile", "profile", 0o644),
@@ -40,6 +41,7 @@ GUEST_FILES = (
     ("usr/lib/colinux/boot.d/30-serial", "serial-getty", 0o755),
     ("usr/lib/colinux/boot.d/05-kmsg", "kmsg-forward", 0o755),
     ("usr/lib/colinux/boot.d/10-network", "network-boot", 0o755),
+    ("usr/lib/colinux/boot.d/40-exec", "exec-boot", 0o755),
     ("usr/lib/colinux/udhcpc-script", "udhcpc-script", 0o755),
     # For a udev-run root it hands over to (init puts them in /run): /dev/cobdN names.
     ("usr/lib/colinux/cobd-names", "cobd-names", 0o755),

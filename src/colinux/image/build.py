@@ -163,8 +163,9 @@ _GUEST_TOOLS = (
     # A getty on each serial line colinux connects (ttysN=), as on the default guest.
     ("usr/lib/systemd/system-generators/colinux-serial-getty", "debian-serial-getty", 0o755),
     ("etc/systemd/system/colinux-kmsg.service", "debian-kmsg.service", 0o644),
-    # `colinux stop` powers the guest off through systemd.
+    # `colinux stop` powers the guest off through systemd; `colinux exec` runs commands.
     ("usr/lib/colinux/agent-serve", "debian-agent", 0o755),
+    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec
     ("etc/systemd/system/colinux-agent.service", "debian-agent.service", 0o644),
 )
 
