@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -377,7 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _machine_options(start)
 
-    sub.add_parser("list", help="list running guests")
+    listing = sub.add_parser(
+        "list",
+        help="list running guests (--json: a document for scripts)",
+        description="NAME STATE PID MEMORY RESIDENT UPTIME of each running guest, or with "
+        "--json one JSON document with all there is to know of each (the README has its "
+        "keys).",
+    )
+    listing.add_argument("name", nargs="?", help="only this guest")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
 
     # Parsed by console.exec_client (colinux.launch sends them there at once):
     # here for the help.
@@ -547,11 +556,20 @@ def _uptime(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def cmd_list() -> int:
+def cmd_list(ns: argparse.Namespace | None = None) -> int:
+    if ns is not None and ns.name is not None:
+        statuses = [request(check_name(ns.name), {"op": "status"})]
+    else:
+        statuses = request_all({"op": "status"})
+    if ns is not None and ns.json:
+        from colinux.console.listing import guests_document
+
+        print(json.dumps(guests_document(statuses, time.time()), indent=2))
+        return 0
     # MEMORY is what the guest was given, RESIDENT what it holds of the host now.
     rows = [("NAME", "STATE", "PID", "MEMORY", "RESIDENT", "UPTIME")]
     now = time.time()
-    for status in request_all({"op": "status"}):
+    for status in statuses:
         resident = status.get("resident_kib")
         rows.append(
             (
@@ -780,7 +798,7 @@ def colinux_command(argv: Sequence[str]) -> int:
     if ns.command == "start":
         return cmd_start(ns)
     if ns.command == "list":
-        return cmd_list()
+        return cmd_list(ns)
     if ns.command == "console":
         return attach_console(check_name(ns.name), replay=not ns.no_replay)
     if ns.command == "serial":

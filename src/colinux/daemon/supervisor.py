@@ -49,6 +49,7 @@ from colinux.daemon.backends import Backend, backend_log, backends_for, event_fi
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
 from colinux.daemon.exec_sessions import ExecService
 from colinux.daemon.hub import ConsoleHub
+from colinux.daemon.machine_info import describe_machine
 from colinux.daemon.notify import Notifier
 from colinux.daemon.rundir import ClaimedGuestDir
 from colinux.engine.base import BootSpec, GuestChannels, Wiring
@@ -704,6 +705,8 @@ class Supervisor:
             "agent_version": self.agent_version,
             "kernel": self.engine.kernel,
             "source": self.machine.source,
+            "cpus": self.machine.cpus,
+            "machine": describe_machine(self.machine, self.options.name),
             "exec": self.execs.status(),
         }
 
