@@ -581,6 +581,10 @@ def test_ordinary_user_builds_a_root_image(ordinary_user: OrdinaryUser) -> None:
     result = ordinary_user.run("image", "root", "user.img", "--size", "1G", timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"unshare" in result.stdout
+    # Not a terminal: plain lines, a few per phase, with packages and bytes.
+    out = result.stdout.decode()
+    assert "downloading Debian packages" in out and " MB" in out, out
+    assert "installing:" in out and "packages" in out and "\x1b" not in out, out
     image = ordinary_user.work / "user.img"
     assert image.stat().st_uid == ordinary_user.uid
     assert sorted(p.name for p in ordinary_user.work.iterdir()) == ["user.img"]  # nothing left over

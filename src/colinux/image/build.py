@@ -15,7 +15,7 @@ on ``eth*`` (slirp answers), a hostname, root's password or SSH key, and a
 serve-only agent through which ``colinux stop`` powers the guest off with
 systemd::
 
-    build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), progress=print)
+    build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), BuildProgress(sys.stdout))
     make_swap_image(Path("swap.img"), 256 << 20)
 """
 
@@ -31,12 +31,12 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import UML_MODULES_DIR, guest_file
+from colinux.image.progress import BuildProgress, MmdebstrapLog
 from colinux.version import __version__
 
 DEFAULT_SUITE = "bookworm"
@@ -61,8 +61,6 @@ FSTAB = """\
 /dev/cobd0  /     ext4  defaults,errors=remount-ro  0  1
 /dev/cobd1  none  swap  sw,noauto  0  0
 """
-
-Progress = Callable[[str], None]
 
 
 def parse_size(text: str, option: str = "--size") -> int:
@@ -260,17 +258,7 @@ def _customize_script(spec: RootImageSpec, image: str) -> str:
     )
 
 
-_STAGES = (
-    ("I: automatically chosen mode", "choosing how to install"),
-    ("I: downloading packages", "downloading Debian packages"),
-    ("I: extracting archives", "extracting"),
-    ("I: installing essential", "installing the essential packages"),
-    ("I: installing remaining", "installing the other packages"),
-    ("I: running --customize-hook", "adding colinux's files, making the ext4 image"),
-)
-
-
-def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
+def build_root_image(spec: RootImageSpec, progress: BuildProgress) -> float:
     """Build the image at ``spec.path``; the seconds it took."""
     spec.check()
     mmdebstrap = shutil.which("mmdebstrap")
@@ -279,7 +267,7 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
             "mmdebstrap not found: root images are built with it",
             hint="install the Debian package mmdebstrap",
         )
-    start = time.monotonic()
+    start = progress.start
     mode = "root" if os.getuid() == 0 else "unshare"
     target = spec.path.resolve()
     # The hook writes the image as root (or the namespace's root): into a
@@ -292,21 +280,24 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
         overlay.chmod(0o644)
         built = work / "root.img"
         packages = ",".join((*BASE_PACKAGES, *spec.packages))
+        # --verbose: apt's and dpkg's lines, which the progress display counts.
         argv = [
-            mmdebstrap, f"--mode={mode}", "--variant=minbase", f"--include={packages}",
+            mmdebstrap, "--verbose", f"--mode={mode}", "--variant=minbase",
+            f"--include={packages}",
             "--format=null", f"--customize-hook=tar-in {overlay} /",
             "--customize-hook=" + _customize_script(spec, str(built)),
             spec.suite, "/dev/null", spec.mirror,
         ]  # fmt: skip
         what = "a meta cofs directory" if spec.cofs else format_size(spec.size)
-        progress(f"building {spec.path} ({what}, Debian {spec.suite}, {mode})")
-        _run_with_progress(argv, progress, start)
+        progress.line(f"building {spec.path} ({what}, Debian {spec.suite}, {mode})")
+        _run_with_progress(argv, progress)
         if not built.exists():
             raise ColinuxError("mmdebstrap ended without making the image")
         if spec.cofs:
             from colinux.cofs.populate import populate_from_tar
 
-            progress(f"  [{time.monotonic() - start:5.0f} s] writing the tree into {spec.path}")
+            elapsed = time.monotonic() - start
+            progress.line(f"  [{elapsed:5.0f} s] writing the tree into {spec.path}")
             target.mkdir()
             populate_from_tar(target, built)
         elif mode == "root":
@@ -323,13 +314,13 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - start
-    progress(f"done in {seconds:.0f} s: {spec.path}")
+    progress.line(f"done in {seconds:.0f} s: {spec.path}")
     return seconds
 
 
-def _run_with_progress(argv: list[str], progress: Progress, start: float) -> None:
+def _run_with_progress(argv: list[str], progress: BuildProgress) -> None:
     tail: list[str] = []
-    shown: set[str] = set()
+    log = MmdebstrapLog()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     with subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
@@ -338,10 +329,8 @@ def _run_with_progress(argv: list[str], progress: Progress, start: float) -> Non
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             tail = [*tail[-59:], line]
-            for prefix, stage in _STAGES:
-                if line.startswith(prefix) and stage not in shown:
-                    shown.add(stage)
-                    progress(f"  [{time.monotonic() - start:5.0f} s] {stage}")
+            if log.feed(line):
+                progress.update(log.state)
         status = process.wait()
     if status != 0:
         # The line before mmdebstrap's first "E:" is the failing tool's own message.
