@@ -15,7 +15,6 @@ the engine (disks flushed first), then kill the engine's process group.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import dataclasses
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from colinux import trace
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.daemon import protocol
@@ -82,7 +82,9 @@ def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootS
             f"built by colinux, not root= alone ({' '.join(machine.bootparams)})"
         )
     term = os.environ.get("TERM", "linux") if options.console == "terminal" else "linux"
-    extra = (f"TERM={term}",) if default_guest else ()
+    extra: tuple[str, ...] = (f"TERM={term}",) if default_guest else ()
+    if default_guest and trace.enabled():
+        extra += (trace.KERNEL_ARG,)
     return BootSpec(
         machine=machine,
         name=options.name,
@@ -92,6 +94,14 @@ def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootS
         quiet=options.quiet,
         extra_kernel_args=extra + options.extra_kernel_args,
     )
+
+
+def shell_word(text: str) -> bytes:
+    """TEXT as one single-quoted ``sh`` word on one line, for the agent's ``eval``:
+    a newline is written ``'"$nl"'``, which the agent defines as one. (A quoted
+    word, not base64: decoding cost the guest a subshell and a program per run.)"""
+    quoted = "'" + text.replace("'", "'\\''").replace("\n", "'\"$nl\"'") + "'"
+    return quoted.encode("utf-8", "surrogateescape")
 
 
 class Supervisor:
@@ -131,6 +141,7 @@ class Supervisor:
         if self._debug_wanted:  # from the start: the backends' and engine's start too
             self._set_debug(True)
         gdir = ClaimedGuestDir(self.options.name)
+        trace.mark("daemon: run directory claimed")
         try:
             spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
             async with contextlib.AsyncExitStack() as backends:
@@ -145,6 +156,7 @@ class Supervisor:
                     backend_log(backend).info(
                         "backend started", extra={"fields": event_fields(backend, started)}
                     )
+                    trace.mark(f"backend started: {type(backend).__name__}")
                 self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
                 channels = await self._start_engine()
                 try:
@@ -152,8 +164,10 @@ class Supervisor:
                 finally:
                     self.engine.kill()
                     await self.engine.wait()
+                    trace.mark("daemon: stopping the backends")
         finally:
             gdir.release()
+            trace.mark("daemon: done")
             if self.options.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.options.pidfile)
@@ -165,7 +179,9 @@ class Supervisor:
         )
 
     async def _start_engine(self) -> GuestChannels:
+        trace.mark("engine: starting")
         channels = await self.engine.start()
+        trace.mark("engine: started")
         try:
             for backend in self.backends:
                 await backend.engine_started(self.engine.pid or 0)
@@ -249,11 +265,11 @@ class Supervisor:
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         output_task = asyncio.create_task(self._output_channel(channels.output))
         kmsg_task = asyncio.create_task(self._kmsg_channel(channels.kmsg))
-        self._notify_ready("ok")
-        if self.state == "running":
+        if self.state == "running":  # no agent of ours to wait for
             self._notify_running()
         try:
             status = await self.engine.wait()
+            trace.mark("engine: ended")
             self.hub.drain()
         finally:
             # The channels reach end-of-file once the engine is gone; what the
@@ -300,7 +316,9 @@ class Supervisor:
             self.options = dataclasses.replace(self.options, ready_fd=None)
 
     def _notify_running(self) -> None:
-        """systemd's READY=1: the guest has booted (its agent said HELLO)."""
+        """The guest has booted (its agent said HELLO): `colinux start` returns, and
+        systemd hears READY=1."""
+        self._notify_ready("ok")
         self.notifier.send(READY=1, STATUS=f"guest {self.options.name} is running")
 
     async def _watchdog(self, interval: float) -> None:
@@ -370,10 +388,12 @@ class Supervisor:
                 if not words:
                     continue
                 if words[0] == "HELLO" and len(words) >= 2:
+                    trace.mark("agent: hello received")
                     self._hello(words[1], writer, serve=words[2:3] == ["serve"])
                 elif words[0] == "REBOOT":
                     self.reboot_requested = self.options.job is None
                 elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
+                    trace.mark("agent: exit received")
                     # Output written before the exit report is already in the
                     # console's buffer: pass it on, then show no more (the
                     # guest's power-off messages are not the command's).
@@ -402,6 +422,9 @@ class Supervisor:
                 self.request_stop()
             elif self.stop_requested:
                 writer.write(b"POWEROFF\n")
+            elif self.state == "booting":  # root=cofsN of a Debian tree: booted now
+                self.state = "running"
+                self._notify_running()
             return
         if version != __version__:
             self.failure = UserError(
@@ -421,8 +444,8 @@ class Supervisor:
         self._notify_running()
         if self.options.job is not None:
             mode = "tty" if self.options.console == "terminal" else "raw"
-            command = base64.b64encode(shlex.join(self.options.job).encode()).decode()
-            writer.write(f"RUN {mode} {command}\n".encode())
+            command = shell_word(shlex.join(self.options.job))
+            writer.write(f"RUN {mode} ".encode() + command + b"\n")
         else:
             writer.write(f"SHELL {self.options.shell}\n".encode())
         if self.stop_requested:
@@ -472,7 +495,10 @@ class Supervisor:
         try:
             while line := await reader.readline():
                 record = record_from_kmsg(line.rstrip(b"\r\n"), self._engine_started)
-                if record is not None:
+                if record is None:
+                    trace.guest_line(line.decode(errors="replace"))
+                else:
+                    trace.guest_line(record.message, record.time - self._engine_started)
                     self._kernel_messages.append(record)
                     self.debug.emit(record)
         finally:

@@ -28,6 +28,9 @@ class Wiring:
     """
 
     kernel_args: tuple[str, ...] = ()  # e.g. virtio_uml.device=SOCKET:26, vec0:transport=...
+    # Kernel arguments for colinux's default guest only, whose init expects them
+    # (e.g. ip=, the kernel numbering a slirp card); a user's own root may not.
+    default_guest_args: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()  # host paths the engine must see, at the same path, writable
     fds: tuple[int, ...] = ()  # host descriptors the engine process inherits
     share_net: bool = False  # keep the network namespace the engine is started in
@@ -43,6 +46,7 @@ class Wiring:
             raise ValueError("two backends both want to wrap the engine")
         return Wiring(
             kernel_args=self.kernel_args + other.kernel_args,
+            default_guest_args=self.default_guest_args + other.default_guest_args,
             binds=self.binds + other.binds,
             fds=self.fds + other.fds,
             share_net=self.share_net or other.share_net,

@@ -32,11 +32,9 @@ from colinux.config.model import NetworkCard, Redirection
 from colinux.daemon.backends import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
+from colinux.net.addresses import DNS, GATEWAY, GUEST_ADDRESS, kernel_ip_arg
 from colinux.net.mac import card_mac
 
-GUEST_ADDRESS = "10.0.2.15"
-GATEWAY = "10.0.2.2"
-DNS = "10.0.2.3"
 # Large frames: each one is a trip through the engine, the relay and passt.
 MTU = 32000
 FRAME_MAX = 65536 + 64
@@ -223,7 +221,10 @@ class PasstNetwork(Backend):
                 f"mac={card_mac(card, self.guest)},mtu={MTU}"
             )
         cards = ",".join(f"{c.index}:slirp" for c in self.cards)
-        return Wiring(kernel_args=(*args, f"colinux.net={cards}"))
+        return Wiring(
+            kernel_args=(*args, f"colinux.net={cards}"),
+            default_guest_args=(kernel_ip_arg(self.cards[0].index),),
+        )
 
     async def _start_card(self, card: NetworkCard) -> None:
         path = self._socket_path(card)

@@ -27,9 +27,9 @@ from colinux.config.model import NetworkCard, Redirection
 from colinux.daemon.backends import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
+from colinux.net.addresses import GUEST_ADDRESS, kernel_ip_arg
 from colinux.net.mac import card_mac
 
-GUEST_ADDRESS = "10.0.2.15"
 # A large MTU is the usual slirp speed-up: one frame per 32 KB rather than per
 # 1.5 KB, and each frame costs a trip through the engine and libslirp. Over
 # about 50000 bytes host->guest TCP stalls (frames dropped on the way into the
@@ -103,6 +103,7 @@ class SlirpNetwork(Backend):
         cards = ",".join(f"{c.index}:slirp" for c in self.cards)
         return Wiring(
             kernel_args=(*args, f"colinux.net={cards}"),
+            default_guest_args=(kernel_ip_arg(self.cards[0].index),),
             fds=(read_end, self._up[1]),
             wrapper=("unshare", "--user", "--map-root-user", "--net", "--",
                      "/bin/sh", "-c", script, "colinux-net"),
