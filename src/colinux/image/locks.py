@@ -45,6 +45,14 @@ def _holder(fd: int) -> str:
 
 
 def _guest_name(pid: int) -> str:
+    # The daemon's run directory says which guest it serves (its pid is in
+    # daemon.json once the engine runs); before that, its command line may.
+    from colinux.daemon.rundir import list_guests  # a leaf module; late, as backends are
+
+    with contextlib.suppress(OSError):
+        for gdir in list_guests():
+            if gdir.read_info().get("pid") == pid:
+                return gdir.name
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
