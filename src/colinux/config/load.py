@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
-from colinux.config import cmdline
+from colinux.config import cmdline, settings
 from colinux.config.model import Machine
 from colinux.config.xml import parse_xml, read_source, write_xml
 from colinux.errors import UserError
@@ -61,11 +61,12 @@ def convert(
         return write_xml(machine)
     if to == "cmdline":
         source = os.fspath(path)
-        for device in machine.block_devices:
-            if not device.enabled:
-                warn(f"{source}: cobd{device.index} is disabled, so left out of the command line")
-        for share in machine.cofs:
-            if not share.enabled:
-                warn(f"{source}: cofs{share.index} is disabled, so left out of the command line")
+        for setting in settings.DEVICES:
+            for device in getattr(machine, setting.field):
+                if not getattr(device, "enabled", True):
+                    warn(
+                        f"{source}: {setting.key}{device.index} is disabled, "
+                        "so left out of the command line"
+                    )
         return cmdline.format_cmdline(machine) + "\n"
     raise UserError(f"cannot convert to {to!r}: expected cmdline or xml")
