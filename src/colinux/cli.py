@@ -22,14 +22,8 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux.config import cmdline as cmdline_config
-from colinux.config.model import (
-    DEFAULT_CPUS,
-    MAX_CPUS,
-    MAX_SERIAL_INDEX,
-    Machine,
-    NetworkCard,
-    NetworkType,
-)
+from colinux.config import settings
+from colinux.config.model import MAX_SERIAL_INDEX, Machine
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
@@ -38,26 +32,19 @@ from colinux.daemon.supervisor import DaemonOptions, run_daemon
 from colinux.errors import ColinuxError, UserError
 from colinux.version import __version__
 
-DEFAULT_GUEST_MEMORY_MB = 256
-
 
 def _warn(message: str) -> None:
     print(f"colinux: warning: {message}", file=sys.stderr)
 
 
-def default_machine() -> Machine:
-    """The embedded default guest: our initramfs, nothing shared."""
-    # slirp needs no root and no setup: the default guest is on the network
-    # wherever this user may open TUN devices (slirp4netns) or the host has a
-    # default route (passt).
+def _user_network() -> bool:
+    """Whether slirp can run here, so the default guest gets its card."""
+    # The default guest is on the network wherever this user may open TUN
+    # devices (slirp4netns) or the host has a default route (passt).
     from colinux.net.passt import passt_usable
     from colinux.net.slirp import tun_usable
 
-    return Machine(
-        memory_mb=DEFAULT_GUEST_MEMORY_MB,
-        networks=(NetworkCard(0, NetworkType.SLIRP),) if tun_usable() or passt_usable() else (),
-        source="default guest",
-    )
+    return tun_usable() or passt_usable()
 
 
 @dataclass
@@ -77,20 +64,20 @@ class MachineArgs:
             base_dir=os.getcwd(),
             source=cmdline_config.COMMAND_LINE,
         )
+        # The one profile rule, whatever the form: a file (-c or @FILE) is read as
+        # coLinux read it, words alone go over the default guest.
+        from_file = self.config is not None or any(w.startswith("@") for w in self.words)
+        machine = settings.profile_for(from_file=from_file, network=_user_network)
+        base_dir = os.getcwd()
         if self.config:
             from colinux.config.load import load_file  # the XML stack: only when needed
 
-            machine = load_file(self.config, warn=_warn)
+            machine = load_file(self.config, warn=_warn, base=machine)
             base_dir = os.path.dirname(os.path.abspath(self.config))
-            if words:
-                machine = cmdline_config.parse_words(
-                    words, source=cmdline_config.COMMAND_LINE, base=machine
-                )
-        else:
+        if words or not self.config:
             machine = cmdline_config.parse_words(
-                words, source=cmdline_config.COMMAND_LINE, base=default_machine()
+                words, source=cmdline_config.COMMAND_LINE, base=machine
             )
-            base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
         from colinux.engine.uml import check_kernel, default_kernel, engine_switches
@@ -112,7 +99,7 @@ usage: colinux-daemon [-c FILE] [-d] [-k] [-p PIDFILE] [-t TYPE] [--name NAME]
                       [--drive L=DIR]... [@FILE]... [KEY=VALUE | WORD]...
 
 Start one cooperative Linux guest (coLinux 0.6.2 switches).
-  -c FILE        read the machine from an XML configuration file
+  -c FILE        read the machine from a configuration file (XML or KEY=VALUE words)
   -d             do not show the console (attach later with 'colinux console NAME')
   -k             hide the guest kernel's messages
   -p PIDFILE     write the daemon's pid to PIDFILE
@@ -121,15 +108,16 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   --debug-collector  collect debug events from the start (follow: colinux debug NAME)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
-  KEY=VALUE      kernel=, mem=, cpus=, userspace=, initrd=, cobdN=, hdXN=, cofsN=, ethN=,
-                 ttysN=; other words go to the guest kernel's command line (root=, ro...)
-  cpus=N         guest CPUs, 1..{MAX_CPUS} (default {DEFAULT_CPUS})
-  userspace=M    how guest processes run: auto (the default: seccomp where the host allows
-                 it, else ptrace), seccomp (or fail), ptrace (strict: every guest system
-                 call trapped, slower, but guest processes cannot reach guest kernel
-                 memory, for untrusted code; one CPU only)
+  KEY=VALUE      a machine setting (below); other words go to the guest kernel (root=, ro)
   --version      show versions;  -h, --help  this help
 Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
+
+Settings (N: an index; XML forms: colinux config convert FILE --to xml):
+{settings.usage_text()}\
+A configuration file (-c FILE or @FILE) is read as coLinux read it: \
+mem={settings.COLINUX_PROFILE.memory_mb} and no
+network card unless it says otherwise. Without one, settings go over colinux's default
+guest: mem={settings.DEFAULT_GUEST_MEMORY_MB} and eth0=slirp.
 
 Services (systemd units colinux-NAME.service; NAME defaults to colinux):
   --install-service [NAME] -c FILE   install a unit that runs this guest from FILE

@@ -346,10 +346,12 @@ def expand_at_files(words: Sequence[str], *, cwd: str) -> list[str]:
     return [text for text, _ in located]
 
 
-def parse_cmdline_text(text: str, *, source: str, base_dir: str) -> Machine:
-    """A key=value file's text as a Machine; messages name "SOURCE:LINE"."""
+def parse_cmdline_text(
+    text: str, *, source: str, base_dir: str, base: Machine | None = None
+) -> Machine:
+    """A key=value file's text as a Machine, over ``base``; messages name "SOURCE:LINE"."""
     words = expand_words(tokenize(text, source), base_dir=base_dir, source=source)
-    return parse_words(words, source=source)
+    return parse_words(words, source=source, base=base)
 
 
 # --- writing ---------------------------------------------------------------------------

@@ -28,19 +28,25 @@ def _is_xml(data: bytes) -> bool:
     return data.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
 
 
-def load_file(path: str | os.PathLike[str], *, warn: Callable[[str], None]) -> Machine:
-    """Read an XML or key=value configuration file; ``Machine.source`` is ``path``."""
+def load_file(
+    path: str | os.PathLike[str],
+    *,
+    warn: Callable[[str], None],
+    base: Machine = settings.COLINUX_PROFILE,
+) -> Machine:
+    """Read an XML or key=value configuration file over ``base``, the profile
+    (``settings.profile_for``); ``Machine.source`` is ``path``."""
     source = os.fspath(path)
     data = read_source(source)
     if _is_xml(data):
-        machine = parse_xml(data, source=source, warn=warn)
+        machine = parse_xml(data, source=source, warn=warn, base=base)
     else:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise UserError(f"{source}: not UTF-8 text (byte {error.start})") from None
         base_dir = os.path.dirname(os.path.abspath(source))
-        machine = cmdline.parse_cmdline_text(text, source=source, base_dir=base_dir)
+        machine = cmdline.parse_cmdline_text(text, source=source, base_dir=base_dir, base=base)
     return replace(machine, source=source)
 
 
@@ -54,9 +60,11 @@ def convert(
 
     ``"cmdline"`` gives one line to paste after ``colinux-daemon``;
     disabled devices, which a command line cannot express, are left out
-    with a warning.
+    with a warning. A file is read over ``settings.COLINUX_PROFILE``, as
+    ``-c FILE`` and ``@FILE`` read it (``settings.profile_for``), so what
+    ``convert`` prints is the machine those run.
     """
-    machine = load_file(path, warn=warn)
+    machine = load_file(path, warn=warn)  # over COLINUX_PROFILE, the default
     if to == "xml":
         return write_xml(machine)
     if to == "cmdline":

@@ -272,7 +272,7 @@ BOOT_PARAMS = BootParams(
         Form(
             "WORD",
             "<bootparams>WORD...</bootparams>",
-            "any other word (root=, ro, init=...) goes to the guest kernel",
+            "any other word (root=, ro, init=...): for the guest kernel",
         ),
     ),
 )
@@ -468,3 +468,7 @@ def completion_keys() -> list[str]:
         elif isinstance(setting, Devices):
             keys += [f"{key}=" for key in setting.indexed_keys()]
     return keys
+
+
+if __name__ == "__main__":  # python -m colinux.config.settings: the README's table
+    print(markdown_table(), end="")

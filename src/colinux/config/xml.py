@@ -173,11 +173,11 @@ def _parse_tree(data: bytes, source: str) -> _Node:
 
 
 class _Reader:
-    def __init__(self, source: str, warn: Callable[[str], None]) -> None:
+    def __init__(self, source: str, warn: Callable[[str], None], base: Machine) -> None:
         self.source = source
         self.warn = warn
         self.singletons: dict[str, _Node] = {}  # singleton element -> its node
-        self.collected = settings.collect(settings.COLINUX_PROFILE)
+        self.collected = settings.collect(base)
         self.lines: dict[str, dict[int, int]] = {s.field: {} for s in settings.DEVICES}
         self.aliases: dict[str, int] = {}  # alias -> line
 
@@ -301,14 +301,22 @@ class _Reader:
         )
 
 
-def parse_xml(data: bytes | str, *, source: str, warn: Callable[[str], None]) -> Machine:
+def parse_xml(
+    data: bytes | str,
+    *,
+    source: str,
+    warn: Callable[[str], None],
+    base: Machine = settings.COLINUX_PROFILE,
+) -> Machine:
     """Read XML configuration text; ``source`` names it in messages.
 
-    Text given as ``str`` is parsed as UTF-8, whatever its declaration says.
+    What the text does not set is ``base``'s (its profile, see
+    ``settings.profile_for``). Text given as ``str`` is parsed as UTF-8,
+    whatever its declaration says.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", errors="surrogatepass")
-    return _Reader(source, warn).read(_parse_tree(data, source))
+    return _Reader(source, warn, base).read(_parse_tree(data, source))
 
 
 def read_xml(path: str | os.PathLike[str], *, warn: Callable[[str], None]) -> Machine:
