@@ -118,7 +118,6 @@ def _probe(result: subprocess.CompletedProcess[bytes]) -> tuple[int, list[str]]:
     return int(memory), cards
 
 
-@pytest.mark.guest
 def test_a_file_is_the_same_machine_however_it_is_given(colinux: Colinux) -> None:
     with open(colinux.cwd / "disk.img", "wb") as disk:
         disk.truncate(8 << 20)
@@ -150,7 +149,6 @@ def test_a_file_is_the_same_machine_however_it_is_given(colinux: Colinux) -> Non
         assert colinux.run("stop", "bg").returncode == 0
 
 
-@pytest.mark.guest
 def test_words_alone_go_over_the_default_guest(colinux: Colinux) -> None:
     from colinux.net.passt import passt_usable
     from colinux.net.slirp import tun_usable
