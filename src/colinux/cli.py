@@ -431,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     from colinux.image.commands import add_image_parser
 
     add_image_parser(sub, _Parser)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script: bash, zsh or fish",
+        description="Print a script completing colinux's verbs, options, running guests' "
+        "names and machine settings. bash: colinux completion bash > "
+        "~/.local/share/bash-completion/completions/colinux",
+    )
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"))
+    # What the scripts ask for as the user types: the running guests' names.
+    completion.add_argument("--guests", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -712,6 +723,19 @@ def cmd_config(ns: argparse.Namespace) -> int:
     raise UserError("colinux config: expected an action: check or convert")
 
 
+def cmd_completion(ns: argparse.Namespace) -> int:
+    from colinux import completion
+
+    if ns.guests:
+        for name in completion.running_guests():
+            print(name)
+        return 0
+    if ns.shell is None:
+        raise UserError("colinux completion: name the shell: bash, zsh or fish")
+    print(completion.script(ns.shell, build_parser(), __version__), end="")
+    return 0
+
+
 def version_report() -> str:
     from colinux.engine.uml import default_kernel, kernel_release
     from colinux.guest.image import busybox_version
@@ -775,6 +799,8 @@ def colinux_command(argv: Sequence[str]) -> int:
         from colinux.image.commands import image_command
 
         return image_command(ns)
+    if ns.command == "completion":
+        return cmd_completion(ns)
     build_parser().print_help()
     return 2
 
