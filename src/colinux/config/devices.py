@@ -69,41 +69,36 @@ def _name(text: str) -> str | None:
     return text or None  # name="" is no name, as in the original
 
 
+# Attributes block devices and cofs shares share.
+_PATH = Attribute(
+    name="path", field="path", parse=values.parse_path, format=values.format_path, required=True
+)
+_ENABLED = Attribute(
+    name="enabled",
+    field="enabled",
+    parse=values.parse_bool,
+    format=values.format_bool,
+    default=True,
+    always=True,
+)
+_READONLY = Attribute(
+    name="readonly",
+    field="readonly",
+    parse=values.parse_bool,
+    format=values.format_bool,
+    default=False,
+)
+
 BLOCK_ATTRIBUTES = (
-    Attribute(
-        name="path",
-        field="path",
-        parse=values.parse_path,
-        format=values.format_path,
-        required=True,
-    ),
-    Attribute(
-        name="enabled",
-        field="enabled",
-        parse=values.parse_bool,
-        format=values.format_bool,
-        default=True,
-        always=True,
-    ),
+    _PATH,
+    _ENABLED,
     Attribute(name="alias", field="alias", parse=values.parse_alias),
-    Attribute(
-        name="readonly",
-        field="readonly",
-        parse=values.parse_bool,
-        format=values.format_bool,
-        default=False,
-    ),
+    _READONLY,
     Attribute(name="cow", field="cow", parse=values.parse_path, format=values.format_path),
 )
 
 COFS_ATTRIBUTES = (
-    Attribute(
-        name="path",
-        field="path",
-        parse=values.parse_path,
-        format=values.format_path,
-        required=True,
-    ),
+    _PATH,
     Attribute(
         name="type",
         field="type",
@@ -112,21 +107,8 @@ COFS_ATTRIBUTES = (
         default=CofsType.FLAT,
         always=True,
     ),
-    Attribute(
-        name="enabled",
-        field="enabled",
-        parse=values.parse_bool,
-        format=values.format_bool,
-        default=True,
-        always=True,
-    ),
-    Attribute(
-        name="readonly",
-        field="readonly",
-        parse=values.parse_bool,
-        format=values.format_bool,
-        default=False,
-    ),
+    _ENABLED,
+    _READONLY,
 )
 
 NETWORK_ATTRIBUTES = (
