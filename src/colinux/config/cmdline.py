@@ -56,12 +56,9 @@ from typing import Any
 
 from colinux.config import devices, settings, values
 from colinux.config.devices import SERIAL_DAEMON
-from colinux.config.fields import split_fields
 from colinux.config.model import MAX_INDEX, BlockDevice, Machine
 from colinux.config.settings import BootParams, Devices, Scalar
 from colinux.errors import UserError
-
-__all__ = ["split_fields"]  # read by callers from here, as before it had a module
 
 COMMAND_LINE = "command line"
 MAX_AT_DEPTH = 8  # @FILE inside @FILE, this deep at most
