@@ -17,8 +17,9 @@ cd "$(dirname "$0")"
 # non-root builds); openssh-client: the tests log in to a Debian guest;
 # gcc, libc6-dev, make, flex, bison, bc, patch, xz-utils: colinux's kernel,
 # built from Debian's linux-source-7.2 (kernel/build.py; user-mode-linux
-# stays for its 6.1 kernel, which kernel= can still choose).
-packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns passt iproute2 mmdebstrap uidmap openssh-client gcc libc6-dev make flex bison bc patch xz-utils"
+# stays for its 6.1 kernel, which kernel= can still choose); zsh, fish: the
+# tests run colinux's completion scripts in them.
+packages="user-mode-linux busybox-static bubblewrap e2fsprogs python3-venv util-linux systemd slirp4netns passt iproute2 mmdebstrap uidmap openssh-client gcc libc6-dev make flex bison bc patch xz-utils zsh fish"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

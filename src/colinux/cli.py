@@ -23,14 +23,8 @@ from typing import NoReturn
 
 from colinux import trace
 from colinux.config import cmdline as cmdline_config
-from colinux.config.model import (
-    DEFAULT_CPUS,
-    MAX_CPUS,
-    MAX_SERIAL_INDEX,
-    Machine,
-    NetworkCard,
-    NetworkType,
-)
+from colinux.config import settings
+from colinux.config.model import MAX_SERIAL_INDEX, Machine
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
 from colinux.console.client import attach_console, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
@@ -39,26 +33,19 @@ from colinux.daemon.supervisor import DaemonOptions, run_daemon
 from colinux.errors import ColinuxError, UserError
 from colinux.version import __version__
 
-DEFAULT_GUEST_MEMORY_MB = 256
-
 
 def _warn(message: str) -> None:
     print(f"colinux: warning: {message}", file=sys.stderr)
 
 
-def default_machine() -> Machine:
-    """The embedded default guest: our initramfs, nothing shared."""
-    # slirp needs no root and no setup: the default guest is on the network
-    # wherever this user may open TUN devices (slirp4netns) or the host has a
-    # default route (passt).
+def _user_network() -> bool:
+    """Whether slirp can run here, so the default guest gets its card."""
+    # The default guest is on the network wherever this user may open TUN
+    # devices (slirp4netns) or the host has a default route (passt).
     from colinux.net.passt import passt_usable
     from colinux.net.slirp import tun_usable
 
-    return Machine(
-        memory_mb=DEFAULT_GUEST_MEMORY_MB,
-        networks=(NetworkCard(0, NetworkType.SLIRP),) if tun_usable() or passt_usable() else (),
-        source="default guest",
-    )
+    return tun_usable() or passt_usable()
 
 
 @dataclass
@@ -78,20 +65,20 @@ class MachineArgs:
             base_dir=os.getcwd(),
             source=cmdline_config.COMMAND_LINE,
         )
+        # The one profile rule, whatever the form: a file (-c or @FILE) is read as
+        # coLinux read it, words alone go over the default guest.
+        from_file = self.config is not None or any(w.startswith("@") for w in self.words)
+        machine = settings.profile_for(from_file=from_file, network=_user_network)
+        base_dir = os.getcwd()
         if self.config:
             from colinux.config.load import load_file  # the XML stack: only when needed
 
-            machine = load_file(self.config, warn=_warn)
+            machine = load_file(self.config, warn=_warn, base=machine)
             base_dir = os.path.dirname(os.path.abspath(self.config))
-            if words:
-                machine = cmdline_config.parse_words(
-                    words, source=cmdline_config.COMMAND_LINE, base=machine
-                )
-        else:
+        if words or not self.config:
             machine = cmdline_config.parse_words(
-                words, source=cmdline_config.COMMAND_LINE, base=default_machine()
+                words, source=cmdline_config.COMMAND_LINE, base=machine
             )
-            base_dir = os.getcwd()
         machine = resolve_machine(machine, drives=drives, base_dir=base_dir)
         check_machine(machine)
         from colinux.engine.uml import check_kernel, default_kernel, engine_switches
@@ -113,7 +100,7 @@ usage: colinux-daemon [-c FILE] [-d] [-k] [-p PIDFILE] [-t TYPE] [--name NAME]
                       [--drive L=DIR]... [@FILE]... [KEY=VALUE | WORD]...
 
 Start one cooperative Linux guest (coLinux 0.6.2 switches).
-  -c FILE        read the machine from an XML configuration file
+  -c FILE        read the machine from a configuration file (XML or KEY=VALUE words)
   -d             do not show the console (attach later with 'colinux console NAME')
   -k             hide the guest kernel's messages
   -p PIDFILE     write the daemon's pid to PIDFILE
@@ -122,15 +109,16 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   --debug-collector  collect debug events from the start (follow: colinux debug NAME)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
-  KEY=VALUE      kernel=, mem=, cpus=, userspace=, initrd=, cobdN=, hdXN=, cofsN=, ethN=,
-                 ttysN=; other words go to the guest kernel's command line (root=, ro...)
-  cpus=N         guest CPUs, 1..{MAX_CPUS} (default {DEFAULT_CPUS})
-  userspace=M    how guest processes run: auto (the default: seccomp where the host allows
-                 it, else ptrace), seccomp (or fail), ptrace (strict: every guest system
-                 call trapped, slower, but guest processes cannot reach guest kernel
-                 memory, for untrusted code; one CPU only)
+  KEY=VALUE      a machine setting (below); other words go to the guest kernel (root=, ro)
   --version      show versions;  -h, --help  this help
 Signals: TERM or INT shut the guest down cleanly; HUP sends it Ctrl-Alt-Del.
+
+Settings (N: an index; XML forms: colinux config convert FILE --to xml):
+{settings.usage_text()}\
+A configuration file (-c FILE or @FILE) is read as coLinux read it: \
+mem={settings.COLINUX_PROFILE.memory_mb} and no
+network card unless it says otherwise. Without one, settings go over colinux's default
+guest: mem={settings.DEFAULT_GUEST_MEMORY_MB} and eth0=slirp.
 
 Services (systemd units colinux-NAME.service; NAME defaults to colinux):
   --install-service [NAME] -c FILE   install a unit that runs this guest from FILE
@@ -444,6 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     from colinux.image.commands import add_image_parser
 
     add_image_parser(sub, _Parser)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script: bash, zsh or fish",
+        description="Print a script completing colinux's verbs, options, running guests' "
+        "names and machine settings. bash: colinux completion bash > "
+        "~/.local/share/bash-completion/completions/colinux",
+    )
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"))
+    # What the scripts ask for as the user types: the running guests' names.
+    completion.add_argument("--guests", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -750,6 +749,19 @@ def cmd_config(ns: argparse.Namespace) -> int:
     raise UserError("colinux config: expected an action: check or convert")
 
 
+def cmd_completion(ns: argparse.Namespace) -> int:
+    from colinux import completion
+
+    if ns.guests:
+        for name in completion.running_guests():
+            print(name)
+        return 0
+    if ns.shell is None:
+        raise UserError("colinux completion: name the shell: bash, zsh or fish")
+    print(completion.script(ns.shell, build_parser(), __version__), end="")
+    return 0
+
+
 def version_report() -> str:
     from colinux.engine.uml import default_kernel, kernel_release
     from colinux.guest.image import busybox_version
@@ -813,6 +825,8 @@ def colinux_command(argv: Sequence[str]) -> int:
         from colinux.image.commands import image_command
 
         return image_command(ns)
+    if ns.command == "completion":
+        return cmd_completion(ns)
     build_parser().print_help()
     return 2
 
