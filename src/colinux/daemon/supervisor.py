@@ -613,10 +613,15 @@ class Supervisor:
                         if line is not None and line not in self.serial_hubs:
                             writer.write(protocol.encode_json(self._no_line(line)))
                             continue
-                        writer.write(protocol.encode_json({"ok": True, "name": self.options.name}))
+                        replay = detach is None and bool(request.get("replay", True))
                         if detach is None:
                             hub = self.hub if line is None else self.serial_hubs[line]  # type: ignore[index]
-                            detach = hub.attach(send, replay=bool(request.get("replay", True)))
+                        # How many bytes of history follow: a web page answers no query in them.
+                        replayed = len(hub.history) if replay else 0
+                        reply = {"ok": True, "name": self.options.name, "replay": replayed}
+                        writer.write(protocol.encode_json(reply))
+                        if detach is None:
+                            detach = hub.attach(send, replay=replay)
                     elif op == "follow" and unfollow is None:
                         unfollow = self._follow(writer, request)
                     elif op == "resize":
