@@ -228,6 +228,30 @@ def sizes(page: WebPage) -> tuple[int, int]:
     return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
 
 
+def test_queries_in_the_replayed_history_go_unanswered(colinux: Colinux, browser: Any) -> None:
+    """A page answers the guest's live terminal queries, not those of the history it replays."""
+    start(colinux, "ask")
+    client, url = web_console(colinux, "console", "ask", "--web")
+    with reaped(client):
+        first = WebPage(browser, url)
+        first.wait_text("ask:/root# ")
+        # Where is the cursor? The first page answers at once; cat -v shows the answers
+        # that reached the guest once the line ends.
+        first.type("stty -echo; printf 'Q\\033[6n'; cat -v\n")
+        first.wait_text("Q")
+        second = WebPage(browser, url)  # replays the query
+        second.wait_state("connected")
+        second.type("\n")
+        second.wait_match("\\^\\[\\[\\d+;\\d+R")
+        first.wait_match("\\^\\[\\[\\d+;\\d+R")
+        answers = re.findall(r"\^\[\[\d+;\d+R", first.screen())
+        assert len(answers) == 1, first.screen()
+        second.close()
+        first.close()
+        assert colinux.run("stop", "ask").returncode == 0
+        assert client.wait(20) == 0
+
+
 def test_daemon_keeps_a_web_console_across_a_reboot(colinux: Colinux, browser: Any) -> None:
     started = start(colinux, "boot", "--web")
     out = started.stdout.decode()
