@@ -26,8 +26,9 @@ from colinux.config import cmdline as cmdline_config
 from colinux.config import settings
 from colinux.config.model import MAX_SERIAL_INDEX, Machine
 from colinux.config.paths import DriveMap, check_machine, resolve_machine
-from colinux.console.client import attach_console, request, request_all
+from colinux.console.client import attach_console, check_served_line, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
+from colinux.console.web_listener import WebOptions
 from colinux.daemon.rundir import check_name, guest_dir
 from colinux.daemon.supervisor import DaemonOptions, run_daemon
 from colinux.errors import ColinuxError, UserError
@@ -108,6 +109,7 @@ Start one cooperative Linux guest (coLinux 0.6.2 switches).
   --name NAME    guest name, also the engine's umid (default: colinux)
   --debug-collector  collect debug events from the start (follow: colinux debug NAME)
   --drive L=DIR  host directory for DOS drive letter L (also COLINUX_DRIVE_L=DIR)
+  --web [--port PORT] [--listen ADDRESS]  keep a web console up (its URL: colinux list --web)
   @FILE          more KEY=VALUE words from FILE ('#' starts a comment)
   KEY=VALUE      a machine setting (below); other words go to the guest kernel (root=, ro)
   --version      show versions;  -h, --help  this help
@@ -141,6 +143,7 @@ class DaemonArgs(MachineArgs):
     debug_collector: bool = False  # collect debug events from the start
     service_action: str | None = None  # "install", "remove" or "run"
     service_scope: str | None = None  # "user" or "system"; None: by who runs it
+    web: WebOptions = field(default_factory=WebOptions)
 
 
 def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
@@ -183,6 +186,10 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
             args.drives.append(word.partition("=")[2] if "=" in word else value(word))
         elif word == "--ready-fd":
             args.ready_fd = int(value(word))
+        elif word == "--web":
+            args.web.on = True
+        elif word in ("--port", "--listen", "--web-fd"):
+            args.web.set(word, value(word))
         elif word in ("--install-service", "--remove-service", "--run-service"):
             if args.service_action is not None:
                 raise UserError(
@@ -212,6 +219,7 @@ def parse_daemon_args(argv: Sequence[str]) -> DaemonArgs:
         else:
             args.words.append(word)
         i += 1
+    args.web.check("colinux-daemon")
     if args.service_scope is not None and args.service_action not in ("install", "remove"):
         raise UserError(
             f"colinux-daemon: --{args.service_scope} goes with --install-service "
@@ -248,7 +256,11 @@ def daemon_command(argv: Sequence[str]) -> int:
     machine = args.build()
     if args.pidfile is not None:
         check_pidfile(args.pidfile)
-    return run_daemon(machine, daemon_options(args, local_console_mode(args.no_console)))
+    options = daemon_options(args, local_console_mode(args.no_console))
+    listener = args.web.listener()
+    if listener is not None and args.web.fd is None and sys.stderr.isatty():
+        print(f"colinux-daemon: web console: {listener.url}", file=sys.stderr)  # not to a log
+    return run_daemon(machine, dataclasses.replace(options, web=listener))
 
 
 def check_pidfile(path: str) -> None:
@@ -284,7 +296,9 @@ def service_command(args: DaemonArgs) -> int:
         check_pidfile(args.pidfile)
     if action == "run":
         machine = args.build()
-        options = dataclasses.replace(daemon_options(args, "none"), service=True)
+        options = dataclasses.replace(
+            daemon_options(args, "none"), service=True, web=args.web.listener()
+        )
         return run_daemon(machine, options)
     if action == "remove":
         path = service.remove(args.name, scope)  # type: ignore[arg-type]
@@ -307,6 +321,7 @@ def service_command(args: DaemonArgs) -> int:
         quiet=args.quiet,
         pidfile=args.pidfile,
         debug_collector=args.debug_collector,
+        web=args.web.words(),
     )
     path = service.install(unit)
     ctl = service.systemctl_hint(unit.scope)
@@ -341,6 +356,18 @@ def _machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="machine settings")
 
 
+def _web_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--web", action="store_true", help=f"{what} in the browser: prints its URL (with a token)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="the web console's port (default 0: any free one)"
+    )
+    parser.add_argument(
+        "--listen", metavar="ADDRESS", help="listen on ADDRESS, not 127.0.0.1 (plain HTTP)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="colinux", description="Cooperative Linux for Linux hosts.")
     parser.add_argument("--version", action="store_true", help="show the versions of all parts")
@@ -364,15 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--debug-collector", action="store_true", help="collect debug events from the start"
     )
+    _web_options(start, "keep a web console up: the console")
     _machine_options(start)
 
-    sub.add_parser("list", help="list running guests")
+    listing = sub.add_parser("list", help="list running guests")
+    listing.add_argument("--web", action="store_true", help="their web consoles' URLs instead")
 
     console = sub.add_parser(
         "console", help=f"attach this terminal to a guest's console ({DETACH_KEY_NAME} detaches)"
     )
     console.add_argument("name")
     console.add_argument("--no-replay", action="store_true", help="do not replay recent output")
+    _web_options(console, "the console")
 
     serial = sub.add_parser(
         "serial",
@@ -384,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     serial.add_argument(
         "--pty", action="store_true", help="give a host pty path (for screen, minicom) instead"
     )
+    _web_options(serial, "the line")
 
     debug = sub.add_parser(
         "debug",
@@ -487,8 +518,13 @@ def cmd_start(ns: argparse.Namespace) -> int:
     args.build()  # every mistake is reported here, before anything starts
     if guest_dir(name).is_live():
         raise UserError(f"guest {name!r} is already running")
+    web = _web_args(ns, "colinux start")
+    # Bound here, so a taken port is this command's error; the daemon makes the token.
+    listener = web.listener()
     read_end, write_end = os.pipe()
     argv = ["--name", name, "-d", "--ready-fd", str(write_end)]
+    if listener is not None:  # the forked daemon has it open at the same number
+        argv += ["--web-fd", str(listener.sock.fileno())]
     if ns.config:
         argv += ["-c", os.path.abspath(ns.config)]
     if ns.quiet:
@@ -505,6 +541,8 @@ def cmd_start(ns: argparse.Namespace) -> int:
     finally:
         os.close(fd)
         os.close(write_end)
+        if listener is not None:
+            listener.close()  # the daemon's now
     with os.fdopen(read_end, "rb") as ready:
         # The daemon answers once the guest is running (its agent said HELLO).
         answered, _, _ = select.select([ready], [], [], START_TIMEOUT)
@@ -516,6 +554,8 @@ def cmd_start(ns: argparse.Namespace) -> int:
         )
     if answer == "ok":
         print(f"started guest {name} (attach: colinux console {name}; stop: colinux stop {name})")
+        if listener is not None:
+            print(f"web console: {guest_dir(name).web_url_file.read_text().strip()}")
         return 0
     status, _, message = answer.partition(" ")
     if not status.isdigit():
@@ -563,7 +603,12 @@ def _uptime(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def cmd_list() -> int:
+def cmd_list(web: bool = False) -> int:
+    if web:  # NAME URL of each guest whose daemon keeps a web console up
+        for status in request_all({"op": "status"}):
+            if status.get("web_url"):
+                print(f"{status['name']}  {status['web_url']}")
+        return 0
     # MEMORY is what the guest was given, RESIDENT what it holds of the host now.
     rows = [("NAME", "STATE", "PID", "MEMORY", "RESIDENT", "UPTIME")]
     now = time.time()
@@ -603,6 +648,32 @@ def cmd_stop(ns: argparse.Namespace) -> int:
             raise ColinuxError(f"guest {name} did not stop")
         time.sleep(0.05)
     return 0
+
+
+def _web_args(ns: argparse.Namespace, prog: str) -> WebOptions:
+    web = WebOptions(on=ns.web, port=ns.port, listen=ns.listen)
+    web.check(prog)
+    return web
+
+
+def cmd_web_console(ns: argparse.Namespace, line: int | None) -> int:
+    """colinux console NAME --web, colinux serial NAME N --web: until Ctrl-C."""
+    prog = "colinux console" if line is None else "colinux serial"
+    if ns.no_replay or getattr(ns, "pty", False):
+        raise UserError(f"{prog}: --web takes neither --no-replay nor --pty")
+    web = _web_args(ns, prog)
+    name = check_name(ns.name)
+    gdir = guest_dir(name)
+    if not gdir.is_live():
+        raise UserError(f"no running guest named {name!r} (see colinux list)")
+    if line is not None:
+        check_served_line(name, line)
+    from colinux.console.web import ConsoleTarget, Page, serve_web_console
+    from colinux.console.web_listener import WebListener
+
+    page = Page.load()
+    listener = WebListener.bind(web.listen, web.port)
+    return serve_web_console(ConsoleTarget(name, gdir.control_socket, line), listener, page)
 
 
 def cmd_debug(ns: argparse.Namespace) -> int:
@@ -803,8 +874,10 @@ def colinux_command(argv: Sequence[str]) -> int:
     if ns.command == "start":
         return cmd_start(ns)
     if ns.command == "list":
-        return cmd_list()
+        return cmd_list(ns.web)
     if ns.command == "console":
+        if ns.web or ns.port or ns.listen is not None:
+            return cmd_web_console(ns, None)
         return attach_console(check_name(ns.name), replay=not ns.no_replay)
     if ns.command == "serial":
         if not 0 <= ns.line <= MAX_SERIAL_INDEX:
@@ -812,6 +885,8 @@ def colinux_command(argv: Sequence[str]) -> int:
                 f"colinux serial: line {ns.line}: expected 0..{MAX_SERIAL_INDEX} "
                 f"(ttyS0..ttyS{MAX_SERIAL_INDEX})"
             )
+        if ns.web or ns.port or ns.listen is not None:
+            return cmd_web_console(ns, ns.line)
         return attach_console(
             check_name(ns.name), replay=not ns.no_replay, line=ns.line, pty=ns.pty
         )

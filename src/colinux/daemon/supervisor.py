@@ -32,6 +32,7 @@ from typing import Literal
 from colinux import trace
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
+from colinux.console.web_listener import WebListener
 from colinux.daemon import protocol
 from colinux.daemon.backends import Backend, backend_log, backends_for, event_fields
 from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
@@ -63,6 +64,7 @@ class DaemonOptions:
     service: bool = False  # --run-service: report to systemd ($NOTIFY_SOCKET)
     debug_collector: bool = False  # collect debug events from the start
     extra_kernel_args: tuple[str, ...] = field(default=())
+    web: WebListener | None = None  # --web: a web console, kept up by the daemon
 
 
 def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootSpec:
@@ -127,6 +129,7 @@ class Supervisor:
         # collector off, so switching it on shows how the guest booted.
         self._kernel_messages: collections.deque[Record] = collections.deque(maxlen=500)
         self._engine_started = time.time()
+        self._web_url: str | None = None
         if options.service:
             self.notifier = Notifier.from_environment()
             # Only the daemon speaks to systemd (NotifyAccess=main): not its children.
@@ -214,6 +217,7 @@ class Supervisor:
             )
         finally:
             os.umask(old_umask)
+        web = await self._start_web(gdir)
         for signum, action in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self._interrupted),
@@ -248,7 +252,21 @@ class Supervisor:
             self.hub.close()
             for hub in self.serial_hubs.values():
                 hub.close()
+            await web.aclose()
         return self._exit_status(status)
+
+    async def _start_web(self, gdir: ClaimedGuestDir) -> contextlib.AsyncExitStack:
+        """The web console (--web), a client of our own control socket; closed by the stack."""
+        stack = contextlib.AsyncExitStack()
+        if self.options.web is not None:
+            from colinux.console.web import ConsoleTarget, daemon_web_console
+
+            target = ConsoleTarget(self.options.name, gdir.control_socket)
+            await stack.enter_async_context(
+                daemon_web_console(self.options.web, target, gdir.web_url_file)
+            )
+            self._web_url = self.options.web.url
+        return stack
 
     async def _boot(self, gdir: ClaimedGuestDir, channels: GuestChannels) -> int:
         """Serve one boot of the engine until it ends; its exit status."""
@@ -639,10 +657,15 @@ class Supervisor:
                         if line is not None and line not in self.serial_hubs:
                             writer.write(protocol.encode_json(self._no_line(line)))
                             continue
-                        writer.write(protocol.encode_json({"ok": True, "name": self.options.name}))
+                        replay = detach is None and bool(request.get("replay", True))
                         if detach is None:
                             hub = self.hub if line is None else self.serial_hubs[line]  # type: ignore[index]
-                            detach = hub.attach(send, replay=bool(request.get("replay", True)))
+                        # How many bytes of history follow: a web page answers no query in them.
+                        replayed = len(hub.history) if replay else 0
+                        reply = {"ok": True, "name": self.options.name, "replay": replayed}
+                        writer.write(protocol.encode_json(reply))
+                        if detach is None:
+                            detach = hub.attach(send, replay=replay)
                     elif op == "follow" and unfollow is None:
                         unfollow = self._follow(writer, request)
                     elif op == "resize":
@@ -705,6 +728,7 @@ class Supervisor:
             "agent_version": self.agent_version,
             "kernel": self.engine.kernel,
             "source": self.machine.source,
+            "web_url": self._web_url,  # the socket is the user's alone: the token may go
         }
 
 
