@@ -119,6 +119,8 @@ class Supervisor:
         self.reboot_requested = False
         self.started = time.time()
         self._agent_writer: asyncio.StreamWriter | None = None
+        self._agent_serves = False
+        self._kmsg_asked = False
         self._clients: set[asyncio.StreamWriter] = set()
         self._local_output = True  # the local console still shows guest output
         self.notifier = Notifier(None)
@@ -277,6 +279,8 @@ class Supervisor:
         )
         self.state = "booting" if self.engine.spec.default_guest else "running"
         self._agent_writer = None
+        self._agent_serves = False  # a root image's agent: it forwards /dev/kmsg itself
+        self._kmsg_asked = False
         self._engine_started = time.time()
         log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
         agent_task = asyncio.create_task(self._agent(channels.agent))
@@ -432,6 +436,7 @@ class Supervisor:
                 log.info("the image's agent is from colinux %s", version)
             self.agent_version = version
             self._agent_writer = writer
+            self._agent_serves = True
             if self.options.job is not None:  # root=cofsN of a Debian tree, say
                 self.failure = UserError(
                     "'-- CMD' needs the default guest's root: this guest's root is a "
@@ -466,6 +471,8 @@ class Supervisor:
             writer.write(f"RUN {mode} ".encode() + command + b"\n")
         else:
             writer.write(f"SHELL {self.options.shell}\n".encode())
+        if self.debug.enabled or trace.enabled():
+            self._ask_kernel_messages()
         if self.stop_requested:
             writer.write(b"POWEROFF\n")
 
@@ -529,8 +536,21 @@ class Supervisor:
             self.debug.enable()
             for record in self._kernel_messages:  # how the guest booted, in order
                 self.debug.history.append(record)
+            self._ask_kernel_messages()
         elif not on:
             self.debug.disable()
+
+    def _ask_kernel_messages(self) -> None:
+        """Have the default guest's agent start passing /dev/kmsg on (``KMSG``), once a boot.
+
+        Only when someone wants them: the forwarder is a program the guest would
+        otherwise start at every boot, and /dev/kmsg replays the boot's messages
+        to it whenever it starts."""
+        if self._kmsg_asked or self._agent_writer is None or self._agent_serves:
+            return
+        self._kmsg_asked = True
+        with contextlib.suppress(OSError):
+            self._agent_writer.write(b"KMSG\n")
 
     def _follow(
         self, writer: asyncio.StreamWriter, request: dict[str, object]

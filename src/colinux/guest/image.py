@@ -41,7 +41,6 @@ GUEST_FILES = (
     # Boot hooks, sourced by init in the order of their names.
     ("usr/lib/colinux/boot.d/20-cofs.sh", "cofs-boot", 0o644),
     ("usr/lib/colinux/boot.d/30-serial.sh", "serial-getty", 0o644),
-    ("usr/lib/colinux/boot.d/05-kmsg.sh", "kmsg-forward", 0o644),
     ("usr/lib/colinux/boot.d/10-network.sh", "network-boot", 0o644),
     ("usr/lib/colinux/udhcpc-script", "udhcpc-script", 0o755),
     # For a udev-run root it hands over to (init puts them in /run): /dev/cobdN names.
