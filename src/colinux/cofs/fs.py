@@ -328,7 +328,19 @@ class ShareFileSystem:
     def _look(self, parent: Node, name: bytes) -> tuple[Node, os.stat_result]:
         """``_entry`` before the reply is encoded: the node, counted, and its stat."""
         _check_component(name)
-        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._fd(parent))
+        parent_fd = self._fd(parent)
+        # A name the guest asks about again (its entry expired) is mostly a node
+        # known here with its descriptor open: one fstatat finds it, where opening
+        # the name and closing the duplicate cost two calls more. The descriptor pins
+        # the inode, so no other file can have taken its number meanwhile.
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        node = self.by_key.get((parent.view, st.st_dev, st.st_ino))
+        if node is not None and node.fd is not None:
+            self._open_nodes.move_to_end(node.nodeid)
+            node.parent, node.name = parent.nodeid, name
+            node.nlookup += 1
+            return node, st
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent_fd)
         try:
             st = os.fstat(fd)
         except OSError:
