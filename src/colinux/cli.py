@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from colinux import trace
+from colinux.checks import check_machine
 from colinux.config import cmdline as cmdline_config
 from colinux.config import settings
 from colinux.config.model import MAX_SERIAL_INDEX, Machine
-from colinux.config.paths import DriveMap, check_machine, resolve_machine
+from colinux.config.paths import DriveMap, resolve_machine
 from colinux.console.client import attach_console, check_served_line, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
 from colinux.console.web_listener import WebOptions

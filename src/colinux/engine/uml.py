@@ -43,6 +43,7 @@ from colinux.engine.base import BootSpec, Engine, GuestChannels
 from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
+from colinux.formats.cow import read_header
 
 DEBIAN_KERNEL = "/usr/bin/linux.uml"  # Debian's user-mode-linux package: Linux 6.1
 # colinux's own kernel, which ./setup.sh builds (kernel/build.py) into the
@@ -105,8 +106,6 @@ class DiskSlot:
     @property
     def base_path(self) -> str:
         """Where a COW disk's base appears in the sandbox: the path its header names."""
-        from colinux.image.cow import read_header
-
         assert self.device.cow is not None and self.device.cow.host is not None
         return read_header(self.device.cow.host, label=f"cobd{self.device.index}").backing_file
 

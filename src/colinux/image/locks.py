@@ -118,7 +118,7 @@ class DiskLocks(Backend):
         self.fds: list[int] = []
 
     async def start(self) -> Wiring:
-        from colinux.image.cow import create_cow
+        from colinux.formats.cow import create_cow
 
         created: list[str] = []
         try:
