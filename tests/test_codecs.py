@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colinux.daemon import protocol
+from colinux.control import protocol
 from colinux.daemon.supervisor import shell_word
 from colinux.engine import mconsole
 from colinux.formats.cpio import CpioArchive, CpioEntry, decode, encode_entry

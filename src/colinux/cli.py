@@ -30,7 +30,7 @@ from colinux.config.paths import DriveMap, resolve_machine
 from colinux.console.client import attach_console, check_served_line, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
 from colinux.console.web_listener import WebOptions
-from colinux.daemon.rundir import check_name, guest_dir
+from colinux.control.rundir import check_name, guest_dir
 from colinux.daemon.supervisor import DaemonOptions, run_daemon
 from colinux.errors import ColinuxError, UserError
 from colinux.version import __version__
@@ -705,7 +705,7 @@ def follow_debug_command(
     udp: str | None = None,
 ) -> int:
     from colinux.console.debug import UdpSender, follow_debug, set_collector
-    from colinux.daemon.debug import MAX_LEVEL, Filter, parse_facility_levels
+    from colinux.control.debug import MAX_LEVEL, Filter, parse_facility_levels
 
     if (on or off) and (components or facilities or level != 15 or file or xml or udp):
         raise UserError(
@@ -793,7 +793,7 @@ def debug_daemon_command(argv: Sequence[str]) -> int:
             )
         i += 1
     if name is None:
-        from colinux.daemon.rundir import list_guests
+        from colinux.control.rundir import list_guests
 
         live = [g.name for g in list_guests() if g.is_live()]
         if len(live) != 1:

@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 
 from colinux.config.model import NetworkCard, Redirection
-from colinux.daemon.backends import Backend, network_fields
+from colinux.engine.backend import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.addresses import DNS, GATEWAY, GUEST_ADDRESS, kernel_ip_arg

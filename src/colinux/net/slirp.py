@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 
 from colinux.config.model import NetworkCard, Redirection
-from colinux.daemon.backends import Backend, network_fields
+from colinux.engine.backend import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.addresses import GUEST_ADDRESS, kernel_ip_arg

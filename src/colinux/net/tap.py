@@ -15,7 +15,7 @@ import os
 import re
 
 from colinux.config.model import NetworkCard, NetworkType
-from colinux.daemon.backends import Backend, network_fields
+from colinux.engine.backend import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
