@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from colinux import trace
+from colinux import process, trace
 from colinux.checks import check_machine
 from colinux.config import cmdline as cmdline_config
 from colinux.config import settings
@@ -917,6 +917,9 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> NoReturn:
+    # Before anything is made (run directory, TAP device, image, temporary
+    # tree): an early SIGTERM or SIGINT then unwinds through every finally.
+    process.exit_on_signals()
     trace.mark("client: imports done")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

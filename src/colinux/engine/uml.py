@@ -44,6 +44,7 @@ from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
 from colinux.formats.cow import read_header
+from colinux.process import spawn
 
 DEBIAN_KERNEL = "/usr/bin/linux.uml"  # Debian's user-mode-linux package: Linux 6.1
 # colinux's own kernel, which ./setup.sh builds (kernel/build.py) into the
@@ -526,17 +527,16 @@ class UmlEngine(Engine):
                 output_fd=remote[4],
             )
             with open(self.log_path, "ab") as log:
-                self._process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
+                self._process = await spawn(
+                    argv,
+                    log=engine_log,
+                    stdout=log.fileno(),
+                    stderr=log.fileno(),
                     pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
                     start_new_session=True,
                     umask=0o077,  # its umid directory and mconsole socket: the user's only
                 )
             engine_log.info("engine process started", extra={"fields": {"pid": self._process.pid}})
-            engine_log.debug("engine command line", extra={"fields": {"argv": " ".join(argv)}})
         except BaseException:
             for fd in (console_master, errors_host.detach(), agent_host.detach()):
                 os.close(fd)
