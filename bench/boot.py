@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colinux.engine.uml import DEFAULT_GUEST_ARGS, FAST_BOOT_ARGS, default_kernel
-from colinux.guest.cpio import CpioArchive
+from colinux.formats.cpio import CpioArchive
 from colinux.trace import TRACE_ENV
 
 BIN = Path(sys.executable).parent

@@ -93,7 +93,7 @@ def write_user_initrd(path: Path) -> None:
     """USER_INITRD_INIT with Debian's static busybox, as a gzip'd newc archive at ``path``."""
     import gzip
 
-    from colinux.guest.cpio import CpioArchive
+    from colinux.formats.cpio import CpioArchive
 
     archive = CpioArchive()
     for d in ("bin", "proc", "dev", "newroot"):

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colinux.daemon import protocol
+from colinux.control import protocol
 from colinux.daemon.supervisor import shell_word
 from colinux.engine import mconsole
-from colinux.guest.cpio import CpioArchive, CpioEntry, decode, encode_entry
+from colinux.formats.cpio import CpioArchive, CpioEntry, decode, encode_entry
 
 names = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=40

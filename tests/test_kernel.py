@@ -18,7 +18,7 @@ import pytest
 from conftest import BIN, Colinux, write_user_initrd
 
 from colinux.engine.uml import DEBIAN_KERNEL, OWN_KERNEL, default_kernel, kernel_release
-from colinux.guest.cpio import CpioArchive
+from colinux.formats.cpio import CpioArchive
 
 TOP = Path(__file__).resolve().parent.parent
 

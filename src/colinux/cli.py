@@ -21,15 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from colinux import trace
+from colinux import process, trace
+from colinux.checks import check_machine
 from colinux.config import cmdline as cmdline_config
 from colinux.config import settings
 from colinux.config.model import MAX_SERIAL_INDEX, Machine
-from colinux.config.paths import DriveMap, check_machine, resolve_machine
+from colinux.config.paths import DriveMap, resolve_machine
 from colinux.console.client import attach_console, check_served_line, request, request_all
 from colinux.console.terminal import DETACH_KEY_NAME
 from colinux.console.web_listener import WebOptions
-from colinux.daemon.rundir import check_name, guest_dir
+from colinux.control.rundir import check_name, guest_dir
 from colinux.daemon.supervisor import DaemonOptions, run_daemon
 from colinux.errors import ColinuxError, UserError
 from colinux.version import __version__
@@ -704,7 +705,7 @@ def follow_debug_command(
     udp: str | None = None,
 ) -> int:
     from colinux.console.debug import UdpSender, follow_debug, set_collector
-    from colinux.daemon.debug import MAX_LEVEL, Filter, parse_facility_levels
+    from colinux.control.debug import MAX_LEVEL, Filter, parse_facility_levels
 
     if (on or off) and (components or facilities or level != 15 or file or xml or udp):
         raise UserError(
@@ -792,7 +793,7 @@ def debug_daemon_command(argv: Sequence[str]) -> int:
             )
         i += 1
     if name is None:
-        from colinux.daemon.rundir import list_guests
+        from colinux.control.rundir import list_guests
 
         live = [g.name for g in list_guests() if g.is_live()]
         if len(live) != 1:
@@ -916,6 +917,9 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> NoReturn:
+    # Before anything is made (run directory, TAP device, image, temporary
+    # tree): an early SIGTERM or SIGINT then unwinds through every finally.
+    process.exit_on_signals()
     trace.mark("client: imports done")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

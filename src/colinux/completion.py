@@ -557,6 +557,6 @@ def script(shell: str, parser: argparse.ArgumentParser, version: str) -> str:
 
 def running_guests() -> list[str]:
     """The names ``colinux completion --guests`` prints: the guests running now."""
-    from colinux.daemon.rundir import list_guests
+    from colinux.control.rundir import list_guests
 
     return [guest.name for guest in list_guests() if guest.is_live()]

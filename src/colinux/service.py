@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from colinux.daemon.rundir import check_name
+from colinux.control.rundir import check_name
 from colinux.errors import ColinuxError, UserError
 
 Scope = Literal["system", "user"]

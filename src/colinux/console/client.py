@@ -27,8 +27,8 @@ from colinux.console.terminal import (
     read_typed,
     window_size,
 )
-from colinux.daemon import protocol
-from colinux.daemon.rundir import GuestDir, guest_dir, list_guests
+from colinux.control import protocol
+from colinux.control.rundir import GuestDir, guest_dir, list_guests
 from colinux.errors import ColinuxError, UserError
 
 

@@ -48,7 +48,7 @@ from colinux.console.web_policy import (
     security_headers,
     token_status,
 )
-from colinux.daemon import protocol
+from colinux.control import protocol
 from colinux.errors import ColinuxError
 
 log = logging.getLogger("colinux.console.web")

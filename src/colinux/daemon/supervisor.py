@@ -33,15 +33,15 @@ from colinux import trace
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
 from colinux.console.web_listener import WebListener
-from colinux.daemon import protocol
-from colinux.daemon.backends import Backend, backend_log, backends_for, event_fields
-from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
+from colinux.control import protocol
+from colinux.control.debug import DebugCollector, Record, dumps, record_from_kmsg
+from colinux.control.rundir import ClaimedGuestDir
+from colinux.daemon.backends import backends_for
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.notify import Notifier
-from colinux.daemon.rundir import ClaimedGuestDir
-from colinux.engine.base import BootSpec, GuestChannels, Wiring
+from colinux.engine.backend import Backend, backend_log, event_fields
+from colinux.engine.base import BootSpec, Engine, GuestChannels, Wiring, create_engine
 from colinux.engine.resident import resident_kib
-from colinux.engine.uml import UmlEngine
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import default_initramfs
 from colinux.version import __version__
@@ -162,7 +162,7 @@ class Supervisor:
                         "backend started", extra={"fields": event_fields(backend, started)}
                     )
                     trace.mark(f"backend started: {type(backend).__name__}")
-                self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
+                self.engine: Engine = create_engine(dataclasses.replace(spec, wiring=wiring))
                 channels = await self._start_engine()
                 try:
                     return await self._serve(loop, gdir, channels)

@@ -43,6 +43,8 @@ from colinux.engine.base import BootSpec, Engine, GuestChannels
 from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
+from colinux.formats.cow import read_header
+from colinux.process import spawn
 
 DEBIAN_KERNEL = "/usr/bin/linux.uml"  # Debian's user-mode-linux package: Linux 6.1
 # colinux's own kernel, which ./setup.sh builds (kernel/build.py) into the
@@ -105,8 +107,6 @@ class DiskSlot:
     @property
     def base_path(self) -> str:
         """Where a COW disk's base appears in the sandbox: the path its header names."""
-        from colinux.image.cow import read_header
-
         assert self.device.cow is not None and self.device.cow.host is not None
         return read_header(self.device.cow.host, label=f"cobd{self.device.index}").backing_file
 
@@ -527,17 +527,16 @@ class UmlEngine(Engine):
                 output_fd=remote[4],
             )
             with open(self.log_path, "ab") as log:
-                self._process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
+                self._process = await spawn(
+                    argv,
+                    log=engine_log,
+                    stdout=log.fileno(),
+                    stderr=log.fileno(),
                     pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
                     start_new_session=True,
                     umask=0o077,  # its umid directory and mconsole socket: the user's only
                 )
             engine_log.info("engine process started", extra={"fields": {"pid": self._process.pid}})
-            engine_log.debug("engine command line", extra={"fields": {"argv": " ".join(argv)}})
         except BaseException:
             for fd in (console_master, errors_host.detach(), agent_host.detach()):
                 os.close(fd)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from colinux.cache import writable_cache_dir
 from colinux.errors import ColinuxError
-from colinux.guest.cpio import CpioArchive
+from colinux.formats.cpio import CpioArchive
 from colinux.version import __version__
 
 BUSYBOX = "/bin/busybox"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import shlex
@@ -37,7 +38,10 @@ from pathlib import Path
 
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import UML_MODULES_DIR, guest_file
+from colinux.process import environment, popen
 from colinux.version import __version__
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -329,10 +333,8 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
 def _run_with_progress(argv: list[str], progress: Progress, start: float) -> None:
     tail: list[str] = []
     shown: set[str] = set()
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    with subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-    ) as process:
+    env = environment({"LC_ALL": "C.UTF-8"})
+    with popen(argv, log=log, env=env, stdout=subprocess.PIPE) as process:
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
