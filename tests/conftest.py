@@ -3,6 +3,11 @@
 Each test gets its own private run directory (COLINUX_RUN_DIR), so guest
 names never collide, and after each test we check that no engine process
 of that directory is left and that the directory is empty.
+
+A test that runs colinux's own commands (the ``colinux`` and ``ordinary_user``
+fixtures) is marked ``guest`` here, so none is forgotten; one that boots or
+builds by other means carries ``@pytest.mark.guest`` itself. ``pytest -m "not
+guest"`` runs the pure, in-process tests alone, in seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 BIN = Path(sys.executable).parent
+GUEST_FIXTURES = frozenset({"colinux", "ordinary_user"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if GUEST_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.guest)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -81,7 +93,7 @@ def write_user_initrd(path: Path) -> None:
     """USER_INITRD_INIT with Debian's static busybox, as a gzip'd newc archive at ``path``."""
     import gzip
 
-    from colinux.guest.cpio import CpioArchive
+    from colinux.formats.cpio import CpioArchive
 
     archive = CpioArchive()
     for d in ("bin", "proc", "dev", "newroot"):

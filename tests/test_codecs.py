@@ -1,18 +1,21 @@
-"""Property tests of the wire codecs: cpio newc, the control protocol, mconsole."""
+"""Property tests of the wire codecs: cpio newc, the control protocol, mconsole, and
+the agent's command word."""
 
 from __future__ import annotations
 
 import contextlib
 import stat
 import struct
+import subprocess
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colinux.daemon import protocol
+from colinux.control import protocol
+from colinux.daemon.agent_protocol import shell_word
 from colinux.engine import mconsole
-from colinux.guest.cpio import CpioArchive, CpioEntry, decode, encode_entry
+from colinux.formats.cpio import CpioArchive, CpioEntry, decode, encode_entry
 
 names = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=40
@@ -98,3 +101,18 @@ def test_mconsole_reply_decoding(err: int, more: bool, data: bytes) -> None:
 def test_mconsole_reply_garbage(packet: bytes) -> None:
     with contextlib.suppress(ValueError):
         mconsole.decode_reply(packet)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")))
+def test_the_agents_command_word_is_read_back_by_busybox_sh(text: str) -> None:
+    # The agent reads the RUN line with `read -r`, defines nl as a newline and evals.
+    script = 'read -r payload; nl="\n"; eval "cmd=$payload"; printf %s "$cmd"'
+    out = subprocess.run(
+        ["/bin/busybox", "sh", "-c", script],
+        input=shell_word(text).encode("utf-8", "surrogateescape") + b"\n",
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout == text.encode()
+    assert "\n" not in shell_word(text)

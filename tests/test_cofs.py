@@ -231,15 +231,20 @@ def test_boot_with_root_on_a_meta_share(colinux: Colinux, tmp_path: Path) -> Non
 
 
 def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path) -> None:
+    """What the guest cached of a file (its data, its name, a symlink) gives way within
+    1 s to a host rewrite, rename, delete or new symlink; a guest's write is on the host
+    once the writing command has closed it."""
     share = tmp_path / "both"
     share.mkdir()
     (share / "f").write_bytes(b"first version\n")
+    (share / "old-name").write_bytes(b"renamed\n")
+    (share / "doomed").write_bytes(b"doomed\n")
     os.symlink("first-target", share / "link")
     script = r"""
-    cat f; readlink link; echo from-guest > g
+    cat f; readlink link; cat old-name doomed >/dev/null; echo from-guest > g
     while [ ! -e go ]; do usleep 50000; done
     usleep 1500000   # names and attributes are cached for 1 s
-    cat f; readlink link; ls
+    cat f; readlink link; ls; cat doomed 2>/dev/null || echo doomed-gone
     """
     guest = colinux.popen("run", "--", "sh", "-c", script, cwd=share,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -253,6 +258,8 @@ def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path
         (share / "new-on-host").write_bytes(b"")
         (share / "link").unlink()
         os.symlink("second-target", share / "link")  # symlinks are cached in the guest
+        (share / "old-name").rename(share / "new-name")
+        (share / "doomed").unlink()
         (share / "go").write_bytes(b"")
         out, err = guest.communicate(timeout=60)
     finally:
@@ -260,7 +267,29 @@ def test_host_and_guest_see_each_others_changes(colinux: Colinux, tmp_path: Path
             guest.kill()
     assert guest.returncode == 0, err
     assert out.decode().split("\n")[:2] == ["second version, longer", "second-target"]
-    assert "new-on-host" in out.decode().split()
+    words = out.decode().split()
+    assert "new-on-host" in words and "new-name" in words and words[-1] == "doomed-gone"
+    assert "old-name" not in words and "doomed" not in words
+
+
+@pytest.mark.parametrize("mode", ["flat", "meta"])
+def test_what_fsync_acknowledged_survives_a_guest_crash(
+    colinux: Colinux, tmp_path: Path, mode: str
+) -> None:
+    """A file fsync'ed in the guest is whole on the host after the guest kernel panics
+    at once (sysrq c): cofs writes through, and FSYNC syncs the host file."""
+    share = tmp_path / "share"
+    share.mkdir()
+    script = r"""
+    mkdir -p /mnt/m && mount -t cofs cofs0 /mnt/m && cd /mnt/m
+    head -c 1048576 /dev/zero | tr '\0' x > /tmp/data
+    dd if=/tmp/data of=synced bs=4096 conv=fsync 2>/dev/null
+    echo c > /proc/sysrq-trigger
+    echo survived
+    """
+    result = run_sh(colinux, script, f"cofs0={share},{mode}", "--no-share", "mem=128")
+    assert b"survived" not in result.stdout
+    assert (share / "synced").read_bytes() == b"x" * 1048576
 
 
 def test_100k_files_in_one_directory_and_guest_links(colinux: Colinux, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import struct
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -528,5 +529,77 @@ def test_forgets_wait_for_an_idle_moment_and_add_up(tmp_path: Path) -> None:
         fs.handle(fp.decode_request(forget))
         fs.forget_now()
         assert node not in fs.nodes
+    finally:
+        fs.close()
+
+
+def _create(fs: ShareFileSystem, name: bytes, flags: int, uid: int = 0) -> int:
+    body = struct.pack("<IIII", flags | os.O_CREAT, 0o644, 0o022, 0) + name + b"\0"
+    data = fp.IN_HEADER.pack(40 + len(body), fp.Opcode.CREATE, 7, 1, uid, uid, 0, 0, 0)
+    reply = fs.handle(fp.decode_request(data + body))
+    assert reply is not None and fp.OUT_HEADER.unpack_from(reply)[1] == 0, reply
+    return int(struct.unpack_from("<Q", reply, fp.OUT_HEADER.size)[0])
+
+
+def _write(fs: ShareFileSystem, node: int, offset: int, data: bytes) -> int:
+    body = struct.pack("<QQIIQII", 0, offset, len(data), 0, 0, 0, 0) + data
+    reply = fs.handle(fp.decode_request(request(fp.Opcode.WRITE, body, node)))
+    assert reply is not None
+    return -int(fp.OUT_HEADER.unpack_from(reply)[1])
+
+
+@pytest.mark.parametrize("meta_mode", [False, True], ids=["flat", "meta"])
+def test_a_create_keeps_its_descriptor_for_the_writes(tmp_path: Path, meta_mode: bool) -> None:
+    """The descriptor a CREATE opened serves the node's writes (no reopen), at the
+    guest's offsets whatever its flags said (O_WRONLY, O_APPEND, O_TRUNC)."""
+    (tmp_path / "old").write_bytes(b"old contents")
+    fs = ShareFileSystem(str(tmp_path), meta=meta_mode)
+    try:
+        new = _create(fs, b"new", os.O_WRONLY | os.O_APPEND, uid=1000)
+        assert new in fs._io
+        assert _write(fs, new, 4, b"tail") == 0 and _write(fs, new, 0, b"head") == 0
+        old = _create(fs, b"old", os.O_WRONLY | os.O_TRUNC)
+        assert _write(fs, old, 0, b"anew") == 0
+        # The name replaced on the host before the next create: the new inode is served.
+        os.rename(tmp_path / "new", tmp_path / "gone")
+        (tmp_path / "new").write_bytes(b"")
+        again = _create(fs, b"new", os.O_RDWR)
+        assert again != new and _write(fs, again, 0, b"third") == 0
+    finally:
+        fs.close()
+    assert (tmp_path / "gone").read_bytes() == b"headtail"
+    assert (tmp_path / "old").read_bytes() == b"anew"
+    assert (tmp_path / "new").read_bytes() == b"third"
+    if meta_mode:
+        assert meta.read(str(tmp_path / "gone")) == meta.Meta(0o100644, 1000, 1000)
+
+
+def _mode(fs: ShareFileSystem, nodeid: int) -> int:
+    reply = fs.handle(fp.decode_request(request(fp.Opcode.GETATTR, bytes(16), nodeid)))
+    assert reply is not None and fp.OUT_HEADER.unpack_from(reply)[1] == 0
+    return fp.entry_mode(bytes(40) + reply[fp.OUT_HEADER.size + 16 :])
+
+
+def test_meta_seen_again_only_while_the_ctime_stands(tmp_path: Path) -> None:
+    """Meta mode remembers what a file's attribute said for as long as its ctime is
+    the same (any change moves it), so a change made on the host shows at once."""
+    (tmp_path / "f").write_bytes(b"x")
+    meta.write(str(tmp_path / "f"), meta.Meta(0o100600, 5, 5))
+    fs = ShareFileSystem(str(tmp_path), meta=True)
+    try:
+        node = _lookup(fs, 1, b"f")
+        assert _mode(fs, node) == 0o100600  # a fresh ctime: read each time
+        time.sleep(0.06)
+        assert _mode(fs, node) == 0o100600 and fs.nodes[node].meta_seen is not None
+        meta.write(str(tmp_path / "f"), meta.Meta(0o100640, 5, 5))  # on the host
+        assert _mode(fs, node) == 0o100640
+        time.sleep(0.06)
+        assert _mode(fs, node) == 0o100640
+        meta.write(str(tmp_path / "f"), meta.Meta(0o120777, 5, 5))  # now a symlink
+        assert _mode(fs, node) == 0o120777
+        time.sleep(0.06)
+        os.removexattr(tmp_path / "f", meta.XATTR)
+        os.chmod(tmp_path / "f", 0o604)
+        assert _mode(fs, node) == 0o100604
     finally:
         fs.close()

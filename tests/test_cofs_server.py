@@ -304,7 +304,7 @@ def test_a_new_front_end_after_the_old_one_went(served: tuple[FrontEnd, Path]) -
 def test_request_statistics_for_the_benchmark(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """COLINUX_COFS_STATS (bench/cofs.py --breakdown): each connection's requests and
+    """COLINUX_COFS_STATS (bench/cofs.py): each connection's requests and
     the server's time per opcode, appended when the front end goes."""
     share = tmp_path / "share"
     share.mkdir()

@@ -16,9 +16,9 @@ from colinux.config.cmdline import (
     parse_cmdline,
     parse_cmdline_text,
     setting_key,
-    split_fields,
     write_cmdline,
 )
+from colinux.config.fields import split_fields
 from colinux.config.model import (
     BlockDevice,
     CofsShare,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from seed_config import SEED_WORDS, SEED_XML
 
+from colinux.checks import check_machine
 from colinux.config.cmdline import parse_cmdline
 from colinux.config.model import (
     BlockDevice,
@@ -17,7 +18,7 @@ from colinux.config.model import (
     NetworkCard,
     NetworkType,
 )
-from colinux.config.paths import DriveMap, check_machine, resolve_machine, resolve_path
+from colinux.config.paths import DriveMap, resolve_machine, resolve_path
 from colinux.config.xml import parse_xml
 from colinux.errors import UserError
 

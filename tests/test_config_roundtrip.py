@@ -5,163 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from machine_strategies import FAST, machines
 
-from colinux.config import values
 from colinux.config.cmdline import (
     format_cmdline,
     parse_cmdline,
     parse_cmdline_text,
-    setting_key,
     tokenize,
     write_cmdline,
 )
-from colinux.config.model import (
-    MAX_CPUS,
-    MAX_INDEX,
-    MAX_SERIAL_INDEX,
-    BlockDevice,
-    CofsShare,
-    CofsType,
-    HostPath,
-    Machine,
-    NetworkCard,
-    NetworkType,
-    Redirection,
-    SerialLine,
-    Userspace,
-)
+from colinux.config.model import Machine, Userspace
 from colinux.config.xml import parse_xml, write_xml
 from colinux.errors import UserError
-
-# Kept small so the whole config suite stays well under ten seconds.
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# Text XML can hold (no control characters but tab, newline, return; no
-# surrogates or non-characters), with the characters that stress quoting
-# drawn often.
-_chars = st.one_of(
-    st.characters(blacklist_categories=("Cs", "Cc", "Cn")),
-    st.sampled_from(list(" ,\"'\\:/#=@\t\n\ré日本")),
-)
-raw_paths = st.builds(HostPath, st.text(_chars, min_size=1, max_size=16))
-names = st.none() | st.text(_chars, min_size=1, max_size=12)
-
-
-@st.composite
-def macs(draw: st.DrawFn) -> str:
-    octets = draw(st.lists(st.integers(0, 255), min_size=6, max_size=6))
-    octets[0] &= 0xFE  # unicast
-    return ":".join(f"{o:02x}" for o in octets)
-
-
-@st.composite
-def redirections(draw: st.DrawFn) -> Redirection:
-    count = draw(st.integers(1, 20))
-    return Redirection(
-        draw(st.sampled_from(["tcp", "udp"])),
-        draw(st.integers(1, 65536 - count)),
-        draw(st.integers(1, 65536 - count)),
-        count,
-        draw(st.sampled_from(["127.0.0.1", "0.0.0.0", "192.0.2.7"])),
-    )
-
-
-@st.composite
-def network_cards(draw: st.DrawFn, index: int) -> NetworkCard:
-    kind = draw(st.sampled_from(list(NetworkType)))
-    mac = draw(st.none() | macs())
-    if kind == NetworkType.SLIRP:
-        redirs = tuple(draw(st.lists(redirections(), max_size=3)))
-        return NetworkCard(index, kind, mac=mac, redirections=redirs)
-    promisc = draw(st.booleans()) if kind == NetworkType.BRIDGED else True
-    return NetworkCard(index, kind, name=draw(names), mac=mac, promisc=promisc)
-
-
-boot_words = st.text(_chars, min_size=1, max_size=12).filter(
-    lambda w: not any(c.isspace() for c in w) and setting_key(w) is None and not w.startswith("@")
-)
-aliases_ = st.builds(
-    lambda prefix, letter, number: f"{prefix}{letter}{number}",
-    st.sampled_from(["hd", "sd"]),
-    st.sampled_from("abcdz"),
-    st.sampled_from(["", "1", "2", "15"]),
-)
-indexes = st.lists(st.integers(0, MAX_INDEX), unique=True, max_size=5).map(sorted)
-serial_modes = st.lists(
-    st.sampled_from(list(values.SERIAL_MODE_KEYS)), unique=True, min_size=1
-).flatmap(
-    lambda keys: st.tuples(*(st.sampled_from(values.SERIAL_MODE_KEYS[k]) for k in keys)).map(
-        lambda chosen: values.parse_serial_mode(
-            " ".join(f"{k}={v}" for k, v in zip(keys, chosen, strict=True))
-        )
-    )
-)
-
-
-@st.composite
-def serial_lines(draw: st.DrawFn, index: int) -> SerialLine:
-    device = draw(st.none() | raw_paths | st.just(HostPath("daemon")))
-    mode = draw(st.none() | serial_modes) if device is not None else None
-    return SerialLine(index, device, mode)
-
-
-@st.composite
-def machines(draw: st.DrawFn, *, all_enabled: bool = False) -> Machine:
-    enabled = st.just(True) if all_enabled else st.booleans()
-    block_indexes = draw(indexes)
-    aliases = draw(
-        st.lists(
-            aliases_,
-            unique=True,
-            min_size=len(block_indexes),
-            max_size=len(block_indexes),
-        )
-    )
-    block_devices = tuple(
-        BlockDevice(
-            i,
-            draw(raw_paths),
-            alias if draw(st.booleans()) else None,
-            draw(enabled),
-            # ro and cow= do not go together
-            *draw(st.sampled_from([(False, None), (True, None), (False, "cow")])),
-        )
-        for i, alias in zip(block_indexes, aliases, strict=True)
-    )
-    block_devices = tuple(
-        replace(d, cow=draw(raw_paths)) if d.cow is not None else d for d in block_devices
-    )
-    cofs = tuple(
-        CofsShare(
-            i,
-            draw(raw_paths),
-            draw(st.sampled_from(list(CofsType))),
-            draw(st.booleans()),
-            draw(enabled),
-        )
-        for i in draw(indexes)
-    )
-    networks = tuple(draw(network_cards(i)) for i in draw(indexes))
-    serial_indexes = draw(st.lists(st.integers(0, MAX_SERIAL_INDEX), unique=True).map(sorted))
-    serials = tuple(draw(serial_lines(i)) for i in serial_indexes)
-    userspace = draw(st.sampled_from(list(Userspace)))
-    return Machine(
-        kernel=draw(st.none() | raw_paths),
-        memory_mb=draw(st.integers(1, values.MAX_MEMORY_MB)),
-        # ptrace runs one CPU; the readers refuse more
-        cpus=1 if userspace == Userspace.PTRACE else draw(st.integers(1, MAX_CPUS)),
-        userspace=userspace,
-        initrd=draw(st.none() | raw_paths),
-        bootparams=tuple(draw(st.lists(boot_words, max_size=4))),
-        block_devices=block_devices,
-        cofs=cofs,
-        networks=networks,
-        serials=serials,
-    )
 
 
 @FAST

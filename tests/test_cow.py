@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colinux.errors import UserError
-from colinux.image.cow import (
+from colinux.formats.cow import (
     HEADER_SIZE,
     MAGIC,
     CowFormatError,

@@ -14,7 +14,7 @@ import pytest
 from conftest import Colinux, reaped, wait_until
 from test_daemon import Terminal, start
 
-from colinux.daemon.debug import (
+from colinux.control.debug import (
     DebugCollector,
     Filter,
     Record,

@@ -18,7 +18,7 @@ import pytest
 from conftest import BIN, Colinux, write_user_initrd
 
 from colinux.engine.uml import DEBIAN_KERNEL, OWN_KERNEL, default_kernel, kernel_release
-from colinux.guest.cpio import CpioArchive
+from colinux.formats.cpio import CpioArchive
 
 TOP = Path(__file__).resolve().parent.parent
 
@@ -212,6 +212,7 @@ def test_image_kernel_writes_colinux_kernel(colinux: Colinux) -> None:
     assert run.stdout.decode().strip() == kernel_release(default_kernel())
 
 
+@pytest.mark.guest  # builds the kernel guests boot
 def test_a_second_build_finds_the_cache() -> None:
     # What ./setup.sh does again: the kernel is cached, so nothing is compiled.
     result = subprocess.run(
@@ -222,6 +223,7 @@ def test_a_second_build_finds_the_cache() -> None:
     assert "cached" in result.stdout and "compiling" not in result.stdout, result.stdout
 
 
+@pytest.mark.guest  # builds the kernel guests boot
 def test_a_failed_build_step_is_named_with_its_log(tmp_path: Path) -> None:
     # A patch that does not apply: the build stops at that step, in one line with its log.
     kernel_dir = tmp_path / "kernel"

@@ -8,6 +8,7 @@ this machine is ever used.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -250,3 +251,33 @@ def test_slirp4netns_and_host_cards_do_not_mix(colinux: Colinux) -> None:
     result = colinux.run("run", "eth1=tuntap,cotest1", "--", "true")
     assert result.returncode == 2
     assert result.stderr.count(b"\n") == 1 and b"use passt" in result.stderr, result.stderr
+
+
+def test_an_early_sigterm_leaves_nothing_behind(colinux: Colinux, netns: Namespaces) -> None:
+    # SIGTERM the moment the TAP device exists: the backends have started, the
+    # engine barely, the daemon's own signal handling not yet. The fixture
+    # then checks that no process, run directory entry or device is left.
+    host = netns.make()
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", host, str(BIN / "colinux-daemon"), "-d", "--name", "early",
+         "eth0=tuntap,coearly1"],
+        env=colinux.env, cwd=colinux.cwd, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def tap_exists() -> bool:
+        shown = subprocess.run(["ip", "netns", "exec", host, "ip", "link", "show", "coearly1"],
+                               capture_output=True)  # fmt: skip
+        return shown.returncode == 0
+
+    try:
+        assert wait_until(tap_exists, interval=0.005)
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode in (0, 143), err
+    assert b"Traceback" not in err, err
+    assert not tap_exists()

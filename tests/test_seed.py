@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, MEMORY_PROBE, Colinux, memory_given
 from seed_config import SEED_WORDS, SEED_XML
 
-from colinux.guest.cpio import decode
+from colinux.formats.cpio import decode
 from colinux.guest.image import build_initramfs
 
 PROBE = (

@@ -183,7 +183,7 @@ def test_run_service_tells_systemd_ready_and_stopping(colinux: Colinux, units: P
 def test_root_guests_share_one_run_directory(colinux: Colinux) -> None:
     """A system unit (no XDG_RUNTIME_DIR) and a root login shell (with one) see one
     run directory, so `colinux list` in the shell shows the services' guests."""
-    code = "from colinux.daemon.rundir import base_dir; print(base_dir())"
+    code = "from colinux.control.rundir import base_dir; print(base_dir())"
     seen = set()
     for runtime in (None, str(colinux.cwd)):
         env = {k: v for k, v in colinux.env.items() if k != "COLINUX_RUN_DIR"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from colinux.daemon.rundir import check_name
+from colinux.control.rundir import check_name
 from colinux.errors import ColinuxError, UserError
 
 Scope = Literal["system", "user"]
@@ -91,6 +91,7 @@ class ServiceUnit:
     quiet: bool = False  # -k
     pidfile: str | None = None  # -p PIDFILE, absolute
     debug_collector: bool = False  # --debug-collector
+    web: tuple[str, ...] = ()  # --web --port PORT [--listen ADDRESS]: the daemon's web console
     command: tuple[str, ...] = field(default_factory=lambda: tuple(daemon_command()))
 
     @property
@@ -107,6 +108,7 @@ class ServiceUnit:
             argv += ["-p", self.pidfile]
         if self.debug_collector:
             argv.append("--debug-collector")
+        argv += self.web
         return argv
 
     def render(self) -> str:

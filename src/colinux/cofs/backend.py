@@ -19,7 +19,7 @@ from pathlib import Path
 from colinux.cofs import meta
 from colinux.cofs.server import VIRTIO_ID_FS, CofsServer
 from colinux.config.model import CofsShare, CofsType, HostPath, Machine
-from colinux.daemon.backends import Backend
+from colinux.engine.backend import Backend
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError
 

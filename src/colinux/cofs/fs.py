@@ -34,6 +34,7 @@ import logging
 import os
 import resource
 import stat
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,11 +59,16 @@ MAX_READAHEAD = 1 << 20
 IO_BUDGET = 64
 MAX_VIEWS = 1024
 MAX_FORGETS = 1024  # FORGETs kept for an idle moment
+# A ctime at least this old (longer than any kernel's clock tick) moves with the
+# next change of the inode: see _meta.
+META_SETTLE_NS = 50_000_000
 DT = {stat.S_IFDIR: 4, stat.S_IFREG: 8, stat.S_IFLNK: 10, stat.S_IFCHR: 2, stat.S_IFBLK: 6,
       stat.S_IFIFO: 1, stat.S_IFSOCK: 12}  # fmt: skip
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _libc = ctypes.CDLL(None, use_errno=True)
+# Flags a create drops to open the descriptor that the node's I/O then uses.
+_IO_UNWANTED = os.O_ACCMODE | os.O_APPEND
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class Node:
     nlookup: int = 0
     parent: int = 0  # where it was last seen (parent node id, name): how to reopen it
     name: bytes = b""
+    meta_seen: tuple[int, meta.Meta] | None = None  # meta mode: (st_ctime_ns, what it said)
 
 
 @dataclass
@@ -244,10 +251,13 @@ class ShareFileSystem:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ETXTBSY):
                 raise
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._keep_io(nodeid, fd)
+        return fd
+
+    def _keep_io(self, nodeid: int, fd: int) -> None:
         self._io[nodeid] = fd
         while len(self._io) > IO_BUDGET:
             _close(self._io.popitem(last=False)[1])
-        return fd
 
     # -- helpers ----------------------------------------------------------------
 
@@ -275,12 +285,22 @@ class ShareFileSystem:
 
     def _meta(self, node: Node, st: os.stat_result | None = None) -> meta.Meta:
         """Meta mode: what the guest sees of ``node``'s type, mode and owner."""
+        st = st or os.fstat(self._fd(node))
+        cached = node.meta_seen
+        if cached is not None and cached[0] == st.st_ctime_ns:
+            return cached[1]
+        found = None
         if node.kind in (stat.S_IFREG, stat.S_IFDIR):
             found = meta.read(f"/proc/self/fd/{self._fd(node)}")
-            if found is not None and _consistent(node.kind, found.mode):
-                return found
-        st = st or os.fstat(self._fd(node))
-        return meta.Meta(st.st_mode, 0, 0, 0)
+        m = found if found is not None and _consistent(node.kind, found.mode) else None
+        m = m or meta.Meta(st.st_mode, 0, 0, 0)
+        # Any change to the attribute (or the mode) moves the inode's ctime, so the
+        # same ctime means the same metadata: no getxattr through /proc (a path walk)
+        # for each LOOKUP and GETATTR. Only a ctime older than the clock's tick is
+        # trusted: a change in the same tick as the last one would keep the ctime.
+        if time.time_ns() - st.st_ctime_ns > META_SETTLE_NS:
+            node.meta_seen = (st.st_ctime_ns, m)
+        return m
 
     def _guest_kind(self, node: Node) -> int:
         return stat.S_IFMT(self._meta(node).mode) if self.meta else node.kind
@@ -302,16 +322,38 @@ class ShareFileSystem:
 
     def _entry(self, parent: Node, name: bytes) -> bytes:
         """Look ``name`` up beneath ``parent``; count the lookup; the entry reply."""
+        node, st = self._look(parent, name)
+        return fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
+
+    def _look(self, parent: Node, name: bytes) -> tuple[Node, os.stat_result]:
+        """``_entry`` before the reply is encoded: the node, counted, and its stat."""
         _check_component(name)
-        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._fd(parent))
+        parent_fd = self._fd(parent)
+        # A name the guest asks about again (its entry expired) is mostly a node
+        # known here with its descriptor open: one fstatat finds it, where opening
+        # the name and closing the duplicate cost two calls more. The descriptor pins
+        # the inode, so no other file can have taken its number meanwhile.
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        node = self.by_key.get((parent.view, st.st_dev, st.st_ino))
+        if node is not None and node.fd is not None:
+            self._open_nodes.move_to_end(node.nodeid)
+            node.parent, node.name = parent.nodeid, name
+            node.nlookup += 1
+            return node, st
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=parent_fd)
         try:
             st = os.fstat(fd)
         except OSError:
             _close(fd)
             raise
-        return self._remember(parent.view, fd, st, parent.nodeid, name)
+        return self._known(parent.view, fd, st, parent.nodeid, name), st
 
     def _remember(self, view: int, fd: int, st: os.stat_result, parent: int, name: bytes) -> bytes:
+        node = self._known(view, fd, st, parent, name)
+        return fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
+
+    def _known(self, view: int, fd: int, st: os.stat_result, parent: int, name: bytes) -> Node:
+        """The node for the inode ``fd`` reaches (taking ``fd``), its lookup counted."""
         key = (view, st.st_dev, st.st_ino)
         node = self.by_key.get(key)
         if node is None:
@@ -327,7 +369,7 @@ class ShareFileSystem:
             _close(fd)
         node.parent, node.name = parent, name
         node.nlookup += 1
-        return fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
+        return node
 
     # Each known node holds an O_PATH descriptor, but a guest may know more
     # files (100k in one directory, say) than this process may open: past
@@ -472,8 +514,6 @@ class ShareFileSystem:
             mtime = _when(a.valid, fp.FATTR_MTIME, fp.FATTR_MTIME_NOW, a.mtime, a.mtimensec)
             now = None
             if atime == "now" or mtime == "now":
-                import time
-
                 now = time.time_ns()
             ns = (
                 st.st_atime_ns if atime is None else now if atime == "now" else atime,
@@ -529,6 +569,7 @@ class ShareFileSystem:
     def _set_meta(self, node: Node, m: meta.Meta) -> None:
         if node.kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise OSError(errno.EPERM, "a host special file keeps no metadata")
+        node.meta_seen = None
         meta.write(f"/proc/self/fd/{self._fd(node)}", m)
 
     def _created(self, h: fp.InHeader, parent: Node, name: bytes, mode: int) -> None:
@@ -541,10 +582,15 @@ class ShareFileSystem:
         if self.meta:
             node_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._fd(parent))
             try:
-                if h.uid or h.gid or os.fstat(node_fd).st_mode != mode:
-                    meta.write(f"/proc/self/fd/{node_fd}", meta.Meta(mode, h.uid, h.gid, 0))
+                self._made(h, node_fd, f"/proc/self/fd/{node_fd}", mode)
             finally:
                 os.close(node_fd)
+
+    def _made(self, h: fp.InHeader, fd: int, target: str | int, mode: int) -> None:
+        """Meta mode: ``_created`` for the file open as ``fd`` (``target``: how to reach
+        its attributes, the descriptor itself when it is not O_PATH)."""
+        if h.uid or h.gid or os.fstat(fd).st_mode != mode:
+            meta.write(target, meta.Meta(mode, h.uid, h.gid, 0))
 
     def op_mknod(self, h: fp.InHeader, a: fp.MknodIn) -> bytes:
         # Flat view: device nodes, FIFOs and sockets cannot be made; a plain
@@ -639,15 +685,32 @@ class ShareFileSystem:
         parent = self._dir(h.nodeid)
         _check_component(a.name)
         flags = self._host_flags(a.flags) | os.O_CREAT | os.O_NOFOLLOW
-        fd, made = self._create(parent, a.name, flags)
+        # Opened read-write where the host allows, the new descriptor becomes the
+        # node's for I/O (see _io_fd): the WRITEs after a create need no open of their
+        # own (an open through /proc, a path walk, and an eviction from the budget).
+        keep = True
         try:
-            if made:
-                self._created(h, parent, a.name, stat.S_IFREG | (a.mode & ~a.umask & 0o7777))
-            entry = self._entry(parent, a.name)
+            fd, made = self._create(parent, a.name, flags & ~_IO_UNWANTED | os.O_RDWR)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.ETXTBSY):
+                raise
+            fd, made = self._create(parent, a.name, flags)
+            keep = False
+        try:
+            if made and self.meta:
+                self._made(h, fd, fd, stat.S_IFREG | (a.mode & ~a.umask & 0o7777))
+            node, st = self._look(parent, a.name)
+            # The name may have been replaced on the host meanwhile; an old file
+            # in meta mode may be something else in the guest (see _io_fd).
+            keep = keep and _devino(os.fstat(fd)) == _devino(st) and (made or not self.meta)
+            entry = fp.encode_entry(node.nodeid, self._attr(node, st), TIMEOUT)
         except OSError:
             os.close(fd)
             raise
-        os.close(fd)  # I/O goes through the node's descriptor (see _io_fd)
+        if keep and node.nodeid not in self._io:
+            self._keep_io(node.nodeid, fd)
+        else:
+            os.close(fd)
         return entry + fp.encode_open(0, fp.FOPEN_KEEP_CACHE)
 
     def _create(self, parent: Node, name: bytes, flags: int) -> tuple[int, bool]:

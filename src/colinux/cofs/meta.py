@@ -54,7 +54,8 @@ def decode(value: bytes) -> Meta | None:
     return Meta(mode, uid, gid, rdev) if magic == MAGIC else None
 
 
-def read(path: str) -> Meta | None:
+def read(path: str | int) -> Meta | None:
+    """A path, or a descriptor that is not ``O_PATH`` (the kernel refuses those)."""
     try:
         return decode(os.getxattr(path, XATTR))
     except OSError as e:
@@ -63,7 +64,7 @@ def read(path: str) -> Meta | None:
         raise
 
 
-def write(path: str, meta: Meta) -> None:
+def write(path: str | int, meta: Meta) -> None:
     try:
         os.setxattr(path, XATTR, encode(meta))
     except OSError as e:

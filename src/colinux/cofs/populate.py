@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from colinux.cofs import meta
-from colinux.guest.cpio import decode
+from colinux.formats.cpio import decode
 from colinux.guest.image import default_initramfs
 
 

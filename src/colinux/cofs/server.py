@@ -51,7 +51,7 @@ NUM_QUEUES = 2  # hiprio + one request queue
 IO_WORKERS = 4  # threads for requests that may block for long
 VIRTIO_ID_FS = 26
 _WRITE = fp.Opcode.WRITE.to_bytes(4, "little")
-# Where to append each connection's request statistics (bench/cofs.py --breakdown).
+# Where to append each connection's request statistics (bench/cofs.py).
 STATS_ENV = "COLINUX_COFS_STATS"
 
 

@@ -50,15 +50,22 @@ class Userspace(StrEnum):
 
 
 class NetworkType(StrEnum):
-    """Network card types; values are the XML spellings."""
+    """Network card types; values are the XML spellings, ``cmdline_name`` the other form's."""
 
-    TAP = "tap"  # command line: tuntap
-    BRIDGED = "bridged"  # command line: pcap-bridge
+    TAP = "tap"
+    BRIDGED = "bridged"
     SLIRP = "slirp"
 
     @property
     def cmdline_name(self) -> str:
-        return {"tap": "tuntap", "bridged": "pcap-bridge", "slirp": "slirp"}[self.value]
+        return _CMDLINE_NETWORK_NAMES[self]
+
+
+_CMDLINE_NETWORK_NAMES = {
+    NetworkType.TAP: "tuntap",
+    NetworkType.BRIDGED: "pcap-bridge",
+    NetworkType.SLIRP: "slirp",
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What the paths in a configuration mean on a Linux host, and checks that they exist.
+"""What the paths in a configuration mean on a Linux host.
 
 coLinux configurations come from Windows: ``\\DosDevices\\c:\\coLinux\\root.img``,
 ``c:\\``. A Linux host has no drive C:, so colinux gives drive letters an
@@ -9,7 +9,6 @@ guess::
 
     drives = DriveMap.from_sources(args.drive, os.environ)
     machine = resolve_machine(machine, drives=drives, base_dir=config_dir)
-    check_machine(machine)        # images, kernel, initrd, shares exist
 
 How a raw path is read (``resolve_path``):
 
@@ -30,15 +29,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from colinux.config.model import MIN_MEMORY_MB, HostPath, Machine
+from colinux.config.model import HostPath, Machine
 from colinux.errors import UserError
 
 ENVIRONMENT_PREFIX = "COLINUX_DRIVE_"
-UML_MAX_BLOCK_DEVICES = 16  # ubd0..ubd15: User-Mode Linux's MAX_DEV
 
 _DRIVE_PATH = re.compile(
     r"(?:[\\/](?:DosDevices|\?\?)[\\/]|[\\/]{2}[?.][\\/])?([A-Za-z]):(.*)",
@@ -149,7 +146,8 @@ def resolve_path(raw: str, *, drives: DriveMap, base_dir: str, what: str) -> str
     return os.path.normpath(os.path.join(os.path.abspath(base_dir), path))
 
 
-def _label(name: str, machine: Machine) -> str:
+def source_label(name: str, machine: Machine) -> str:
+    """A setting's name for messages, with the file it came from."""
     return f"{name} ({machine.source})" if machine.source else name
 
 
@@ -163,7 +161,7 @@ def resolve_machine(machine: Machine, *, drives: DriveMap, base_dir: str) -> Mac
     def resolve(path: HostPath, name: str, enabled: bool = True) -> HostPath:
         try:
             host = resolve_path(
-                path.raw, drives=drives, base_dir=base_dir, what=_label(name, machine)
+                path.raw, drives=drives, base_dir=base_dir, what=source_label(name, machine)
             )
         except UserError:
             if enabled:
@@ -193,103 +191,3 @@ def resolve_machine(machine: Machine, *, drives: DriveMap, base_dir: str) -> Mac
             for line in machine.serials
         ),
     )
-
-
-def _stat(path: str, label: str, noun: str) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        raise UserError(f"{label}: {noun} '{path}' does not exist") from None
-    except OSError as error:
-        raise UserError(f"{label}: {noun} '{path}': {error.strerror}") from None
-
-
-def _check_file(path: HostPath, label: str, noun: str, *, block_ok: bool = False) -> None:
-    host = str(path)
-    mode = _stat(host, label, noun).st_mode
-    if stat.S_ISDIR(mode):
-        raise UserError(f"{label}: {noun} '{host}' is a directory")
-    if not (stat.S_ISREG(mode) or (block_ok and stat.S_ISBLK(mode))):
-        kinds = "a regular file or a block device" if block_ok else "a regular file"
-        raise UserError(f"{label}: {noun} '{host}' is not {kinds}")
-    if not os.access(host, os.R_OK):
-        raise UserError(f"{label}: {noun} '{host}' is not readable")
-
-
-def _check_cow(cow: HostPath, base: HostPath, label: str) -> None:
-    """A COW file that exists must belong to the base as it is now; a new one
-    must be creatable (the daemon makes it before boot)."""
-    from colinux.image.cow import check_cow
-
-    host = str(cow)
-    if os.path.exists(host):
-        _check_file(cow, label, "COW file")
-        if not os.access(host, os.W_OK):
-            raise UserError(f"{label}: COW file '{host}' is not writable")
-        check_cow(host, str(base), label=label)
-        return
-    parent = os.path.dirname(host) or "."
-    if not os.path.isdir(parent):
-        raise UserError(f"{label}: COW file '{host}': directory '{parent}' does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{label}: COW file '{host}': directory '{parent}' is not writable")
-
-
-def check_machine(machine: Machine) -> None:
-    """Check a resolved machine against the host; the first problem is a UserError.
-
-    Disabled devices are not checked.
-    """
-    if machine.memory_mb < MIN_MEMORY_MB:
-        raise UserError(
-            f"{_label('mem', machine)}: {machine.memory_mb} MB is too little for the guest "
-            f"kernel to start (it runs out of memory); give at least mem={MIN_MEMORY_MB}"
-        )
-    if machine.kernel is not None:
-        _check_file(machine.kernel, _label("kernel", machine), "kernel")
-    if machine.initrd is not None:
-        _check_file(machine.initrd, _label("initrd", machine), "initrd")
-    enabled = machine.enabled_block_devices()
-    if len(enabled) > UML_MAX_BLOCK_DEVICES:
-        raise UserError(
-            f"{_label('block devices', machine)}: {len(enabled)} are enabled, but User-Mode "
-            f"Linux supports at most {UML_MAX_BLOCK_DEVICES}"
-        )
-    owners: dict[str, int] = {}
-    for device in enabled:
-        label = _label(f"cobd{device.index}", machine)
-        if device.alias is not None:
-            if device.alias in owners:
-                raise UserError(
-                    f"{label}: alias {device.alias} is also cobd{owners[device.alias]}'s"
-                )
-            owners[device.alias] = device.index
-        _check_file(device.path, label, "image", block_ok=True)
-        if device.cow is not None:
-            _check_cow(device.cow, device.path, label)
-        elif not device.readonly and not os.access(str(device.path), os.W_OK):
-            raise UserError(
-                f"{label}: image '{device.path}' is not writable (add ,ro to open it read-only)"
-            )
-    for share in machine.cofs:
-        if not share.enabled:
-            continue
-        label = _label(f"cofs{share.index}", machine)
-        host = str(share.path)
-        if not stat.S_ISDIR(_stat(host, label, "directory").st_mode):
-            raise UserError(f"{label}: directory '{host}' is not a directory")
-    for line in machine.serials:
-        if line.device is not None:
-            label = _label(f"ttys{line.index}", machine)
-            host = str(line.device)
-            if not stat.S_ISCHR(_stat(host, label, "device").st_mode):
-                raise UserError(f"{label}: '{host}' is not a terminal device (a tty or pty)")
-    macs: dict[str, int] = {}
-    for card in machine.networks:
-        if card.mac is not None:
-            if card.mac in macs:
-                raise UserError(
-                    f"{_label(f'eth{card.index}', machine)}: MAC {card.mac} is also "
-                    f"eth{macs[card.mac]}'s"
-                )
-            macs[card.mac] = card.index

@@ -27,6 +27,7 @@ from colinux.config.model import (
     MAX_CPUS,
     MAX_INDEX,
     CofsType,
+    HostPath,
     NetworkType,
     Redirection,
     Userspace,
@@ -41,15 +42,11 @@ MAX_MEMORY_MB = 1024 * 1024  # 1 TiB
 # Guest names for a block device, as in coLinux: hda1, hdb, sda2...
 ALIAS_PATTERN = re.compile(r"(?:hd|sd)[a-z][0-9]*", re.ASCII)
 
-# Command-line and XML spellings of the network types.
-CMDLINE_NETWORK_TYPES = {
-    "tuntap": NetworkType.TAP,
-    "pcap-bridge": NetworkType.BRIDGED,
-    "slirp": NetworkType.SLIRP,
-    # The XML spellings are accepted on the command line too: harmless, and it
-    # spares a user who copies type="tap" from an XML file a confusing error.
-    "tap": NetworkType.TAP,
-    "bridged": NetworkType.BRIDGED,
+# The command-line spellings of the network types (NetworkType.cmdline_name), and
+# the XML ones too: harmless, and it spares a user who copies type="tap" from an
+# XML file a confusing error.
+CMDLINE_NETWORK_TYPES = {kind.cmdline_name: kind for kind in NetworkType} | {
+    kind.value: kind for kind in NetworkType
 }
 
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
@@ -84,6 +81,17 @@ def parse_index(text: str, maximum: int = MAX_INDEX) -> int:
     if number > maximum:
         raise BadValue(f"index {text} is out of range (0..{maximum})")
     return number
+
+
+def parse_path(text: str) -> HostPath:
+    """A path as the user wrote it; ``config.paths`` gives it a host meaning."""
+    if text == "":
+        raise BadValue("expected a path")
+    return HostPath(text)
+
+
+def format_path(path: HostPath) -> str:
+    return path.raw  # as written, so the file means the same wherever it is read
 
 
 def parse_bool(text: str) -> bool:
@@ -128,6 +136,15 @@ def parse_userspace(text: str) -> Userspace:
         return Userspace(text.lower())
     except ValueError:
         raise BadValue("expected auto, seccomp or ptrace") from None
+
+
+def cpus_need_seccomp(cpus: int, userspace: Userspace) -> bool:
+    """Whether ``cpus`` and ``userspace`` clash: UML's ptrace mode runs one CPU.
+
+    The one rule both readers apply once a machine is read (the two values may
+    come from different words, files, or a base the words override).
+    """
+    return cpus > 1 and userspace == Userspace.PTRACE
 
 
 def parse_mac(text: str) -> str:
@@ -228,6 +245,18 @@ def parse_cmdline_network_type(text: str) -> NetworkType:
         return CMDLINE_NETWORK_TYPES[text.lower()]
     except KeyError:
         raise BadValue("expected tuntap, pcap-bridge or slirp") from None
+
+
+def parse_promisc_flag(text: str) -> bool:
+    """pcap-bridge's ``promisc``/``nopromisc`` field (XML: ``promisc="true|false"``)."""
+    lowered = text.lower()
+    if lowered not in ("promisc", "nopromisc"):
+        raise BadValue(f"expected promisc or nopromisc, not {text!r}")
+    return lowered == "promisc"
+
+
+def format_promisc_flag(promisc: bool) -> str:
+    return "" if promisc else "nopromisc"  # promisc is the default: an empty field
 
 
 # A serial line's MODE, in the spirit of the Windows ``mode`` command the

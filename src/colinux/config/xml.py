@@ -46,7 +46,7 @@ import xml.sax
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from xml.sax.handler import ContentHandler
 from xml.sax.xmlreader import AttributesImpl, Locator
 
@@ -58,52 +58,45 @@ from defusedxml.common import (
     ExternalReferenceForbidden,
 )
 
-from colinux.config import values
-from colinux.config.model import (
-    DEFAULT_CPUS,
-    DEFAULT_MEMORY_MB,
-    MAX_INDEX,
-    MAX_NETWORK_INDEX,
-    MAX_SERIAL_INDEX,
-    BlockDevice,
-    CofsShare,
-    CofsType,
-    HostPath,
-    Machine,
-    NetworkCard,
-    NetworkType,
-    SerialLine,
-    Userspace,
-)
+from colinux.config import devices, settings, values
+from colinux.config.model import Machine, NetworkCard
+from colinux.config.settings import BootParams, Devices, Scalar
 from colinux.errors import UserError
 
 T = TypeVar("T")
 
 ROOT = "colinux"
 
-# element -> (required attributes, optional attributes). The one place the
-# XML vocabulary is declared; the reader checks against it, the writer follows it.
-ELEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "block_device": (("index", "path"), ("enabled", "alias", "readonly", "cow")),
-    "cofs_device": (("index", "path"), ("type", "enabled", "readonly")),
-    "bootparams": ((), ()),
-    "initrd": (("path",), ()),
-    "image": (("path",), ()),
-    "memory": (("size",), ()),
-    "cpus": (("count",), ()),
-    "userspace": (("mode",), ()),
-    "network": (("index",), ("type", "name", "mac", "redir", "promisc")),
-    "serial": (("index",), ("device", "mode")),
-}
-SINGLETONS = ("bootparams", "initrd", "image", "memory", "cpus", "userspace")
-TEXT_ELEMENTS = ("bootparams",)
+# The elements in the order the writer writes them: the seed's layout.
+XML_LAYOUT = (
+    "block_device",
+    "cofs_device",
+    "bootparams",
+    "initrd",
+    "image",
+    "memory",
+    "cpus",
+    "userspace",
+    "network",
+    "serial",
+)
 
-# Which <network> attributes each type uses (index, type and mac: all of them).
-NETWORK_ATTRIBUTES: dict[NetworkType, tuple[str, ...]] = {
-    NetworkType.TAP: ("name",),
-    NetworkType.BRIDGED: ("name", "promisc"),
-    NetworkType.SLIRP: ("redir",),
-}
+
+def _vocabulary(setting: settings.Setting) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An element's (required, optional) attributes, from its row of the settings table."""
+    if isinstance(setting, Scalar):
+        return (setting.attribute,), ()
+    if isinstance(setting, Devices):
+        required = ("index", *(a.name for a in setting.attributes if a.required))
+        return required, tuple(a.name for a in setting.attributes if not a.required)
+    return (), ()
+
+
+# element -> (required attributes, optional attributes): the XML vocabulary,
+# from the settings table; the reader checks against it.
+ELEMENTS = {s.element: _vocabulary(s) for s in settings.SETTINGS}
+SINGLETONS = tuple(s.element for s in settings.SETTINGS if not isinstance(s, Devices))
+TEXT_ELEMENTS = (settings.BOOT_PARAMS.element,)
 
 # Characters XML 1.0 cannot hold at all, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -180,21 +173,13 @@ def _parse_tree(data: bytes, source: str) -> _Node:
 
 
 class _Reader:
-    def __init__(self, source: str, warn: Callable[[str], None]) -> None:
+    def __init__(self, source: str, warn: Callable[[str], None], base: Machine) -> None:
         self.source = source
         self.warn = warn
         self.singletons: dict[str, _Node] = {}  # singleton element -> its node
-        self.block_devices: dict[int, tuple[BlockDevice, int]] = {}
+        self.collected = settings.collect(base)
+        self.lines: dict[str, dict[int, int]] = {s.field: {} for s in settings.DEVICES}
         self.aliases: dict[str, int] = {}  # alias -> line
-        self.cofs: dict[int, tuple[CofsShare, int]] = {}
-        self.networks: dict[int, tuple[NetworkCard, int]] = {}
-        self.serials: dict[int, tuple[SerialLine, int]] = {}
-        self.kernel: HostPath | None = None
-        self.initrd: HostPath | None = None
-        self.memory_mb = DEFAULT_MEMORY_MB
-        self.cpus = DEFAULT_CPUS
-        self.userspace = Userspace.AUTO
-        self.bootparams: tuple[str, ...] = ()
 
     def where(self, node: _Node) -> str:
         return f"{self.source}:{node.line}"
@@ -212,12 +197,6 @@ class _Reader:
     def optional(self, node: _Node, attr: str, parse: Callable[[str], T], default: T) -> T:
         return self.value(node, attr, parse) if attr in node.attrs else default
 
-    def path(self, node: _Node, attr: str = "path") -> HostPath:
-        text = node.attrs[attr]
-        if text == "":
-            raise self.error(node, f'{attr}="": expected a path')
-        return HostPath(text)
-
     def read(self, root: _Node) -> Machine:
         if root.tag != ROOT:
             raise UserError(
@@ -229,26 +208,15 @@ class _Reader:
         for node in root.children:
             self.element(node)
         self.check_cpus()
-        return Machine(
-            kernel=self.kernel,
-            memory_mb=self.memory_mb,
-            cpus=self.cpus,
-            userspace=self.userspace,
-            initrd=self.initrd,
-            bootparams=self.bootparams,
-            block_devices=tuple(d for _, (d, _) in sorted(self.block_devices.items())),
-            cofs=tuple(c for _, (c, _) in sorted(self.cofs.items())),
-            networks=tuple(n for _, (n, _) in sorted(self.networks.items())),
-            serials=tuple(s for _, (s, _) in sorted(self.serials.items())),
-            source=self.source,
-        )
+        return settings.assemble(self.collected, source=self.source)
 
     def warn_text(self, node: _Node) -> None:
         if "".join(node.text).strip():
             self.warn(f"{self.where(node)}: text inside <{node.tag}> ignored")
 
     def element(self, node: _Node) -> None:
-        if node.tag not in ELEMENTS:
+        setting = settings.BY_ELEMENT.get(node.tag)
+        if setting is None:
             self.warn(f"{self.where(node)}: unknown element <{node.tag}> ignored")
             return
         required, optional = ELEMENTS[node.tag]
@@ -269,22 +237,46 @@ class _Reader:
                 first = self.singletons[node.tag].line
                 raise self.error(node, f"appears twice (first on line {first})")
             self.singletons[node.tag] = node
-        getattr(self, f"on_{node.tag}")(node)
+        if isinstance(setting, Scalar):
+            self.collected[setting.field] = self.value(node, setting.attribute, setting.parse)
+        elif isinstance(setting, Devices):
+            self.device(setting, node)
+        elif isinstance(setting, BootParams):
+            self.collected[setting.field] = "".join(node.text).split()
 
-    def claim_index(
-        self, node: _Node, table: dict[int, tuple[T, int]], name: str, maximum: int
-    ) -> int:
-        index = self.value(node, "index", lambda text: values.parse_index(text, maximum))
-        if index in table:
-            text = node.attrs["index"]
+    def device(self, setting: Devices, node: _Node) -> None:
+        lines = self.lines[setting.field]
+        index = self.value(node, "index", lambda text: values.parse_index(text, setting.max_index))
+        if index in lines:
             raise self.error(
-                node, f'index="{text}": {name}{index} is already defined on line {table[index][1]}'
+                node,
+                f'index="{node.attrs["index"]}": {setting.label}{index} is already defined '
+                f"on line {lines[index]}",
             )
-        return index
-
-    def on_block_device(self, node: _Node) -> None:
-        index = self.claim_index(node, self.block_devices, "cobd", MAX_INDEX)
-        alias = self.optional(node, "alias", values.parse_alias, None)
+        given: dict[str, Any] = {}
+        typed = [a for a in setting.attributes if setting.typed and a.types != devices.ALL_TYPES]
+        for attribute in setting.attributes:
+            if attribute not in typed:
+                given[attribute.field] = self.optional(
+                    node, attribute.name, attribute.parse, attribute.default
+                )
+        for attribute in typed:  # once the card's type is known
+            kind = given["type"]
+            if attribute.applies_to(kind):
+                given[attribute.field] = self.optional(
+                    node, attribute.name, attribute.parse, attribute.default
+                )
+            elif attribute.name in node.attrs:
+                self.warn(
+                    f"{self.where(node)}: <{node.tag}> attribute {attribute.name} does not "
+                    f'apply to type="{kind.value}"; ignored'
+                )
+        device = setting.kind(index=index, **given)
+        try:
+            devices.check_device(device)
+        except values.BadValue as error:
+            raise self.error(node, str(error)) from None
+        alias = getattr(device, "alias", None)
         if alias is not None:
             if alias in self.aliases:
                 raise self.error(
@@ -292,105 +284,39 @@ class _Reader:
                     f'alias="{alias}": {alias} is already defined on line {self.aliases[alias]}',
                 )
             self.aliases[alias] = node.line
-        device = BlockDevice(
-            index=index,
-            path=self.path(node),
-            alias=alias,
-            enabled=self.optional(node, "enabled", values.parse_bool, True),
-            readonly=self.optional(node, "readonly", values.parse_bool, False),
-            cow=self.path(node, "cow") if "cow" in node.attrs else None,
-        )
-        if device.readonly and device.cow is not None:
-            raise self.error(node, 'readonly="true" and cow= do not go together')
-        self.block_devices[index] = (device, node.line)
-
-    def on_cofs_device(self, node: _Node) -> None:
-        index = self.claim_index(node, self.cofs, "cofs", MAX_INDEX)
-        share = CofsShare(
-            index=index,
-            path=self.path(node),
-            type=self.optional(node, "type", values.parse_cofs_type, CofsType.FLAT),
-            readonly=self.optional(node, "readonly", values.parse_bool, False),
-            enabled=self.optional(node, "enabled", values.parse_bool, True),
-        )
-        self.cofs[index] = (share, node.line)
-
-    def on_bootparams(self, node: _Node) -> None:
-        self.bootparams = tuple("".join(node.text).split())
-
-    def on_initrd(self, node: _Node) -> None:
-        self.initrd = self.path(node)
-
-    def on_image(self, node: _Node) -> None:
-        self.kernel = self.path(node)
-
-    def on_memory(self, node: _Node) -> None:
-        self.memory_mb = self.value(node, "size", values.parse_memory)
-
-    def on_cpus(self, node: _Node) -> None:
-        self.cpus = self.value(node, "count", values.parse_cpus)
-
-    def on_userspace(self, node: _Node) -> None:
-        self.userspace = self.value(node, "mode", values.parse_userspace)
+        self.collected[setting.field][index] = device
+        lines[index] = node.line
 
     def check_cpus(self) -> None:
-        if self.cpus == 1 or self.userspace != Userspace.PTRACE:
+        cpus = self.collected[settings.CPUS.field]
+        if not values.cpus_need_seccomp(cpus, self.collected[settings.USERSPACE.field]):
             return
-        cpus, userspace = self.singletons["cpus"], self.singletons["userspace"]
+        cpus_node = self.singletons[settings.CPUS.element]
+        userspace = self.singletons[settings.USERSPACE.element]
         raise self.error(
-            cpus,
-            f'count="{cpus.attrs["count"]}": more than one CPU needs the seccomp userspace '
-            f'(<userspace mode="{userspace.attrs["mode"]}"> on line {userspace.line} '
-            "runs one CPU)",
+            cpus_node,
+            f'count="{cpus_node.attrs["count"]}": more than one CPU needs the seccomp '
+            f'userspace (<userspace mode="{userspace.attrs["mode"]}"> on line '
+            f"{userspace.line} runs one CPU)",
         )
 
-    def on_network(self, node: _Node) -> None:
-        index = self.claim_index(node, self.networks, "eth", MAX_NETWORK_INDEX)
-        # type defaults to bridged, as in the original
-        kind = self.optional(node, "type", values.parse_xml_network_type, NetworkType.BRIDGED)
-        used = NETWORK_ATTRIBUTES[kind]
-        for attr in ("name", "redir", "promisc"):
-            if attr in node.attrs and attr not in used:
-                self.warn(
-                    f"{self.where(node)}: <network> attribute {attr} does not apply to "
-                    f'type="{kind.value}"; ignored'
-                )
-        name = node.attrs.get("name") if "name" in used else None
-        card = NetworkCard(
-            index=index,
-            type=kind,
-            name=name or None,
-            mac=self.optional(node, "mac", values.parse_mac, None),
-            redirections=(
-                self.optional(node, "redir", values.parse_redirections, ())
-                if "redir" in used
-                else ()
-            ),
-            promisc=(
-                self.optional(node, "promisc", values.parse_bool, True)
-                if "promisc" in used
-                else True
-            ),
-        )
-        self.networks[index] = (card, node.line)
 
-    def on_serial(self, node: _Node) -> None:
-        index = self.claim_index(node, self.serials, "ttyS", MAX_SERIAL_INDEX)
-        device = self.path(node, "device") if "device" in node.attrs else None
-        mode = self.optional(node, "mode", values.parse_serial_mode, None)
-        if mode is not None and device is None:
-            raise self.error(node, 'mode="...": a line the daemon serves (no device) has no mode')
-        self.serials[index] = (SerialLine(index, device, mode), node.line)
-
-
-def parse_xml(data: bytes | str, *, source: str, warn: Callable[[str], None]) -> Machine:
+def parse_xml(
+    data: bytes | str,
+    *,
+    source: str,
+    warn: Callable[[str], None],
+    base: Machine = settings.COLINUX_PROFILE,
+) -> Machine:
     """Read XML configuration text; ``source`` names it in messages.
 
-    Text given as ``str`` is parsed as UTF-8, whatever its declaration says.
+    What the text does not set is ``base``'s (its profile, see
+    ``settings.profile_for``). Text given as ``str`` is parsed as UTF-8,
+    whatever its declaration says.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", errors="surrogatepass")
-    return _Reader(source, warn).read(_parse_tree(data, source))
+    return _Reader(source, warn, base).read(_parse_tree(data, source))
 
 
 def read_xml(path: str | os.PathLike[str], *, warn: Callable[[str], None]) -> Machine:
@@ -446,73 +372,46 @@ def write_xml(machine: Machine) -> str:
     """The machine as coLinux XML text, in the seed's layout, ending in a newline.
 
     Raw paths are written (not resolved host paths), so the file means the same
-    wherever it is read. Network attributes that do not apply to the card's
-    type are not written, nor ``<cpus>`` and ``<userspace>`` at their defaults, so
-    a machine that does not set them is written as coLinux 0.6 would have. Raises
-    ``UserError`` for what XML cannot express: a boot parameter holding
+    wherever it is read. A setting or attribute at its default is not written
+    unless the seed writes it (``<memory>``, ``enabled="true"``), nor network
+    attributes that do not apply to the card's type, so a machine that does not
+    set ``<cpus>`` and ``<userspace>`` is written as coLinux 0.6 would have.
+    Raises ``UserError`` for what XML cannot express: a boot parameter holding
     whitespace, a control character in a value.
     """
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', f"<{ROOT}>"]
-    for device in sorted(machine.block_devices, key=lambda d: d.index):
-        attrs = [
-            ("index", str(device.index)),
-            ("path", device.path.raw),
-            ("enabled", values.format_bool(device.enabled)),
-        ]
-        if device.alias is not None:
-            attrs.append(("alias", device.alias))
-        if device.readonly:
-            attrs.append(("readonly", values.format_bool(device.readonly)))
-        if device.cow is not None:
-            attrs.append(("cow", device.cow.raw))
-        lines.append(_element("block_device", attrs))
-    for share in sorted(machine.cofs, key=lambda s: s.index):
-        attrs = [
-            ("index", str(share.index)),
-            ("path", share.path.raw),
-            ("type", share.type.value),
-            ("enabled", values.format_bool(share.enabled)),
-        ]
-        if share.readonly:
-            attrs.append(("readonly", "true"))
-        lines.append(_element("cofs_device", attrs))
-    if machine.bootparams:
-        for word in machine.bootparams:
-            if word == "" or any(c.isspace() for c in word):
-                raise UserError(
-                    f"boot parameter {word!r} cannot be written in XML, whose "
-                    "<bootparams> are split on whitespace"
-                )
-        text = _check_text(" ".join(machine.bootparams), "<bootparams>")
-        lines.append(_element("bootparams", [], text))
-    if machine.initrd is not None:
-        lines.append(_element("initrd", [("path", machine.initrd.raw)]))
-    if machine.kernel is not None:
-        lines.append(_element("image", [("path", machine.kernel.raw)]))
-    lines.append(_element("memory", [("size", str(machine.memory_mb))]))
-    if machine.cpus != DEFAULT_CPUS:
-        lines.append(_element("cpus", [("count", str(machine.cpus))]))
-    if machine.userspace != Userspace.AUTO:
-        lines.append(_element("userspace", [("mode", machine.userspace.value)]))
-    for card in sorted(machine.networks, key=lambda n: n.index):
-        attrs = [("index", str(card.index))]
-        used = NETWORK_ATTRIBUTES[card.type]
-        if card.name is not None and "name" in used:
-            attrs.append(("name", card.name))
-        attrs.append(("type", card.type.value))
-        if card.mac is not None:
-            attrs.append(("mac", card.mac))
-        if card.redirections and "redir" in used:
-            attrs.append(("redir", values.format_redirections(card.redirections)))
-        if not card.promisc and "promisc" in used:
-            attrs.append(("promisc", "false"))
-        lines.append(_element("network", attrs))
-    for line in sorted(machine.serials, key=lambda s: s.index):
-        attrs = [("index", str(line.index))]
-        if line.device is not None:
-            attrs.append(("device", line.device.raw))
-        if line.mode is not None:
-            attrs.append(("mode", line.mode))
-        lines.append(_element("serial", attrs))
+    for element in XML_LAYOUT:
+        setting = settings.BY_ELEMENT[element]
+        value: Any = getattr(machine, setting.field)
+        if isinstance(setting, Scalar):
+            if setting.written(value):
+                lines.append(_element(element, [(setting.attribute, setting.format(value))]))
+        elif isinstance(setting, BootParams):
+            if value:
+                lines.append(_bootparams(value))
+        elif isinstance(setting, Devices):
+            for device in sorted(value, key=lambda d: d.index):
+                lines.append(_element(element, _device_attributes(setting, device)))
     lines.append(f"</{ROOT}>")
     return "\n".join(lines) + "\n"
+
+
+def _device_attributes(setting: Devices, device: devices.Device) -> list[tuple[str, str]]:
+    attrs = [("index", str(device.index))]
+    for attribute in setting.attributes:
+        if isinstance(device, NetworkCard) and not attribute.applies_to(device.type):
+            continue
+        value = getattr(device, attribute.field)
+        if attribute.always or value != attribute.default:
+            attrs.append((attribute.name, attribute.format(value)))
+    return attrs
+
+
+def _bootparams(words: tuple[str, ...]) -> str:
+    for word in words:
+        if word == "" or any(c.isspace() for c in word):
+            raise UserError(
+                f"boot parameter {word!r} cannot be written in XML, whose "
+                "<bootparams> are split on whitespace"
+            )
+    return _element("bootparams", [], _check_text(" ".join(words), "<bootparams>"))

@@ -27,8 +27,8 @@ from colinux.console.terminal import (
     read_typed,
     window_size,
 )
-from colinux.daemon import protocol
-from colinux.daemon.rundir import GuestDir, guest_dir, list_guests
+from colinux.control import protocol
+from colinux.control.rundir import GuestDir, guest_dir, list_guests
 from colinux.errors import ColinuxError, UserError
 
 
@@ -103,14 +103,7 @@ def attach_console(
     """
     gdir = guest_dir(name)
     if line is not None:
-        reply = request(name, {"op": "status"}).get("serials")
-        served = list(reply) if isinstance(reply, list) else []
-        if line not in served:
-            lines = ", ".join(f"ttyS{i}" for i in served) or "none"
-            raise UserError(
-                f"guest {name} has no serial line ttyS{line} served by its daemon "
-                f"(served: {lines}; start it with ttys{line}=daemon)"
-            )
+        check_served_line(name, line)
     sock = _connect(gdir)
     sock.settimeout(None)
     if not pty:
@@ -131,6 +124,18 @@ def attach_console(
     finally:
         os.close(master)
         os.close(slave)
+
+
+def check_served_line(name: str, line: int) -> None:
+    """Guest ``name``'s daemon serves ttyS``line`` (ttysN=daemon), or a UserError."""
+    reply = request(name, {"op": "status"}).get("serials")
+    served = list(reply) if isinstance(reply, list) else []
+    if line not in served:
+        lines = ", ".join(f"ttyS{i}" for i in served) or "none"
+        raise UserError(
+            f"guest {name} has no serial line ttyS{line} served by its daemon "
+            f"(served: {lines}; start it with ttys{line}=daemon)"
+        )
 
 
 async def _attach(

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from colinux.console.client import _connect, request
-from colinux.daemon import protocol
-from colinux.daemon.debug import Filter, Record
-from colinux.daemon.rundir import guest_dir
+from colinux.control import protocol
+from colinux.control.debug import Filter, Record
+from colinux.control.rundir import guest_dir
 from colinux.errors import ColinuxError, UserError
 
 DEFAULT_UDP_PORT = 63000

@@ -19,7 +19,7 @@ the rest of colinux: plain sockets and one ``selectors`` loop. For the same
 reason a well-formed command line is read by ``_parse_quickly`` and argparse
 (``build_parser``, the grammar of record) is imported only for the help and
 for mistakes, and the run directory is found by ``_guest_paths`` rather than
-``daemon.rundir`` (a test holds the two to the same answer).
+``control.rundir`` (a test holds the two to the same answer).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import NoReturn
 
-# The control socket's framing (daemon.protocol), kept here so that this
+# The control socket's framing (control.protocol), kept here so that this
 # module need not import the daemon's modules.
 _HEADER = struct.Struct(">cI")
 _JSON, _DATA, _ERR = b"J", b"D", b"E"
@@ -70,7 +70,7 @@ def _json(message: dict[str, object]) -> bytes:
 
 
 class _Frames:
-    """Whole frames out of a byte stream (``daemon.protocol.FrameDecoder``'s format)."""
+    """Whole frames out of a byte stream (``control.protocol.FrameDecoder``'s format)."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -91,6 +91,39 @@ class _Frames:
 # -- the command line -------------------------------------------------------------------
 
 
+DESCRIPTIONS = {
+    "exec": "Run CMD in the running guest NAME: its output arrives here, stdout and stderr "
+    "apart, standard input is forwarded unless it is a terminal, and colinux exits with "
+    "CMD's status.",
+    "shell": "Root's login shell in a running guest: on a terminal of its own when this is "
+    "a terminal, else reading its commands from standard input.",
+}
+USAGE = "colinux exec [-t] [-w DIR] [-e KEY=VALUE]... NAME -- CMD [ARGS...]"
+
+
+def add_exec_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``colinux exec``'s or ``colinux shell``'s arguments (here, and in colinux's parser)."""
+    import argparse
+
+    parser.description = DESCRIPTIONS[verb]
+    if verb == "exec":
+        parser.usage = USAGE
+        parser.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD")
+        parser.add_argument("-w", "--workdir", metavar="DIR", help="CMD's working directory")
+        parser.add_argument(
+            "-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+            help="a variable of CMD's environment (KEY alone: this one's value); repeatable",
+        )  # fmt: skip
+    parser.add_argument("name", help="the guest (see colinux list)")
+    if verb == "exec":
+        parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    parser.add_argument(
+        "--wait", type=float, default=60.0, metavar="S",
+        help="how long a guest that is still booting may take to be ready (default 60 s)",
+    )  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="a traceback for an error")
+
+
 def build_parser(verb: str) -> argparse.ArgumentParser:
     import argparse
 
@@ -98,34 +131,8 @@ def build_parser(verb: str) -> argparse.ArgumentParser:
         def error(self, message: str) -> NoReturn:
             raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
-    if verb == "shell":
-        parser = Parser(
-            prog="colinux shell",
-            description="Root's login shell in a running guest: on a terminal of its own "
-            "when this is a terminal, else reading its commands from standard input.",
-        )
-        parser.add_argument("name", help="the guest (see colinux list)")
-    else:
-        parser = Parser(
-            prog="colinux exec",
-            usage="colinux exec [-t] [-w DIR] [-e KEY=VALUE]... NAME -- CMD [ARGS...]",
-            description="Run CMD in the running guest NAME: its output arrives here, stdout "
-            "and stderr apart, standard input is forwarded unless it is a terminal, and "
-            "colinux exits with CMD's status.",
-        )
-        parser.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD")
-        parser.add_argument("-w", "--workdir", metavar="DIR", help="CMD's working directory")
-        parser.add_argument(
-            "-e", "--env", action="append", default=[], metavar="KEY=VALUE",
-            help="a variable of CMD's environment (KEY alone: this one's value); repeatable",
-        )  # fmt: skip
-        parser.add_argument("name", help="the guest (see colinux list)")
-        parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    parser.add_argument(
-        "--wait", type=float, default=60.0, metavar="S",
-        help="how long a guest that is still booting may take to be ready (default 60 s)",
-    )  # fmt: skip
-    parser.add_argument("--debug", action="store_true", help="a traceback for an error")
+    parser = Parser(prog=f"colinux {verb}")
+    add_exec_arguments(parser, verb)
     return parser
 
 
@@ -259,7 +266,7 @@ def _forwarded(fd: int) -> bool:
 
 
 def _guest_paths(name: str) -> tuple[str, str]:
-    """Guest ``name``'s control socket and lock file, as ``daemon.rundir`` places them."""
+    """Guest ``name``'s control socket and lock file, as ``control.rundir`` places them."""
     override = os.environ.get("COLINUX_RUN_DIR")
     uid = os.getuid()
     if override:
@@ -299,7 +306,7 @@ def _is_live(lock: str) -> bool:
 def _connect(name: str) -> socket.socket:
     path, lock = _guest_paths(name) if "/" not in name else ("", "")
     if not _is_live(lock):
-        from colinux.daemon.rundir import check_name
+        from colinux.control.rundir import check_name
 
         check_name(name)  # a name that cannot be a guest's: say why
         raise UserError(f"no running guest named {name!r} (see colinux list)")

@@ -1,6 +1,7 @@
 """The guest agent's line protocol on /dev/tty15, as pure functions over bytes.
 
-One message is one line of ASCII words separated by single spaces::
+One message is one line of words separated by single spaces (ASCII, but for
+RUN's command, which is UTF-8 or any bytes)::
 
     guest -> daemon  HELLO <version> [serve] [exec]  once, when the agent starts: ``serve``
                                                      an image's agent (no RUN, no SHELL),
@@ -11,10 +12,12 @@ One message is one line of ASCII words separated by single spaces::
                      FREE <slot>                     its session is over and the slot's input
                                                      clean (the end of the session's output is
                                                      on the slot's lines: ``exec_wire``)
-    daemon -> guest  RUN raw|tty <base64 command>    run ``sh -c CMD``, then power off
+    daemon -> guest  RUN raw|tty <quoted command>    run ``sh -c CMD``, then power off (CMD is
+                                                     one single-quoted word: ``shell_word``)
                      SHELL once|respawn              a root shell on the console
                      REFUSE                          versions differ: power off
                      POWEROFF | REBOOT               clean shutdown requests
+                     KMSG                            pass /dev/kmsg on, on tty13
                      EXEC <slot> <io> <err>          start the slot's exec worker (its
                                                      sessions come on IO: ``exec_wire``)
                      SIGNAL <slot> <NAME>            to the session's process group
@@ -30,8 +33,6 @@ the daemon ignores those, so an agent of another version cannot upset it::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -92,6 +93,11 @@ class Poweroff:
 
 
 @dataclass(frozen=True)
+class Kmsg:
+    pass
+
+
+@dataclass(frozen=True)
 class Exec:
     slot: int
     io: str  # the guest device of stdin and stdout (the terminal with -t), e.g. ttyS4
@@ -112,8 +118,49 @@ class Resize:
 
 
 Message = (
-    Hello | Exit | Reboot | Ready | Free | Run | Shell | Refuse | Poweroff | Exec | Signal | Resize
+    Hello
+    | Exit
+    | Reboot
+    | Ready
+    | Free
+    | Run
+    | Shell
+    | Refuse
+    | Poweroff
+    | Kmsg
+    | Exec
+    | Signal
+    | Resize
 )
+
+
+def shell_word(text: str) -> str:
+    """TEXT as one single-quoted ``sh`` word on one line, for the agent's ``eval``: a
+    newline is written ``'"$nl"'``, which the agent defines as one. (A quoted word,
+    not base64: decoding cost the guest a subshell and a program per run.)"""
+    return "'" + text.replace("'", "'\\''").replace("\n", "'\"$nl\"'") + "'"
+
+
+def _shell_unword(word: str) -> str | None:
+    """``shell_word``'s text back, or None for what it does not write."""
+    out, i = [], 0
+    while i < len(word):
+        if word[i] != "'":
+            return None
+        end = word.find("'", i + 1)
+        if end < 0:
+            return None
+        out.append(word[i + 1 : end])
+        i = end + 1
+        if word.startswith("\\'", i):
+            out.append("'")
+            i += 2
+        elif word.startswith('"$nl"', i):
+            out.append("\n")
+            i += 5
+        elif i != len(word):
+            return None
+    return "".join(out) if word else None
 
 
 def _number(value: int) -> str:
@@ -144,10 +191,9 @@ def encode(message: Message) -> bytes:
         case Run(mode, command):
             if mode not in ("raw", "tty"):
                 raise ValueError(f"RUN mode {mode!r}")
-            if not command:
-                raise ValueError("a RUN command is not empty")
-            payload = base64.b64encode(command.encode("utf-8", "surrogateescape")).decode()
-            words = ["RUN", mode, payload]
+            if not command or "\r" in command:
+                raise ValueError("a RUN command is one or more characters, no carriage return")
+            words = ["RUN", mode, shell_word(command)]
         case Shell(mode):
             if mode not in ("once", "respawn"):
                 raise ValueError(f"SHELL mode {mode!r}")
@@ -156,6 +202,8 @@ def encode(message: Message) -> bytes:
             words = ["REFUSE"]
         case Poweroff():
             words = ["POWEROFF"]
+        case Kmsg():
+            words = ["KMSG"]
         case Exec(slot, io, err):
             words = ["EXEC", _number(slot), _word(io, _DEVICE), _word(err, _DEVICE)]
         case Signal(slot, name):
@@ -166,7 +214,7 @@ def encode(message: Message) -> bytes:
             words = ["RESIZE", _number(slot), _number(rows), _number(cols)]
         case _:
             raise TypeError(f"not an agent message: {message!r}")
-    line = (" ".join(words) + "\n").encode()
+    line = (" ".join(words) + "\n").encode("utf-8", "surrogateescape")
     if len(line) > MAX_LINE:
         raise ValueError(f"a line of {len(line)} bytes is over {MAX_LINE}")
     return line
@@ -180,11 +228,16 @@ def _int(word: str) -> int:
 
 def decode(line: bytes) -> Message | None:
     """The message on ``line`` (with or without its newline), or None."""
-    try:
-        text = line.rstrip(b"\r\n").decode("ascii")
-    except UnicodeDecodeError:
-        return None
+    text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
     verb, _, rest = text.partition(" ")
+    if verb == "RUN":  # its command is a quoted word, which may hold spaces
+        mode, _, word = rest.partition(" ")
+        command = _shell_unword(word)
+        if mode not in ("raw", "tty") or not command:
+            return None
+        return Run("raw" if mode == "raw" else "tty", command)
+    if not text.isascii():
+        return None
     words = rest.split(" ") if rest else []
     try:
         return _decode(verb, words)
@@ -204,21 +257,14 @@ def _decode(verb: str, words: list[str]) -> Message | None:
         return Ready(_int(words[0]))
     if verb == "FREE" and len(words) == 1:
         return Free(_int(words[0]))
-    if verb == "RUN" and len(words) == 2 and words[0] in ("raw", "tty"):
-        try:
-            raw = base64.b64decode(words[1], validate=True)
-        except binascii.Error:
-            return None
-        if not raw:
-            return None
-        run_mode: Literal["raw", "tty"] = "raw" if words[0] == "raw" else "tty"
-        return Run(run_mode, raw.decode("utf-8", "surrogateescape"))
     if verb == "SHELL" and len(words) == 1 and words[0] in ("once", "respawn"):
         return Shell("once" if words[0] == "once" else "respawn")
     if verb == "REFUSE" and not words:
         return Refuse()
     if verb == "POWEROFF" and not words:
         return Poweroff()
+    if verb == "KMSG" and not words:
+        return Kmsg()
     if verb == "EXEC" and len(words) == 3 and all(_DEVICE.fullmatch(w) for w in words[1:]):
         return Exec(_int(words[0]), words[1], words[2])
     if verb == "SIGNAL" and len(words) == 2 and words[1] in SIGNALS:

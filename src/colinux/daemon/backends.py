@@ -1,85 +1,35 @@
-"""Device backends: host processes or tasks that serve a guest's devices.
+"""Which device backends a machine gets, in start order.
 
-A cofs share is served by our FUSE-over-vhost-user server, a network card by
-a user-mode network stack or a TAP device. Each is a ``Backend``: started by
-the daemon before the engine, it says through a ``Wiring`` how the engine
-reaches it (kernel arguments, sockets to bind into the sandbox, descriptors
-to inherit), and it is stopped after the engine has ended. Backends live as
-long as the daemon: a guest that reboots gets a new engine, the same backends.
+The backends themselves (``engine/backend.py`` is their interface) live with
+what they serve: ``image/locks.py``, ``cofs/backend.py``, ``net/*.py``::
 
-    backends = backends_for(machine, state_dir=...)
+    backends = backends_for(machine, name=..., state_dir=...)
     wiring = sum((await b.start() for b in backends), Wiring())
 """
 
 from __future__ import annotations
 
-import abc
-import asyncio
-import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from colinux.config.model import Machine, NetworkCard
-from colinux.engine.base import Wiring
+from colinux.config.model import Machine, NetworkType
+from colinux.engine.backend import Backend
 from colinux.errors import UserError
-
-
-class Backend(abc.ABC):
-    @abc.abstractmethod
-    async def start(self) -> Wiring:
-        """Start serving; how the engine reaches this backend."""
-
-    async def engine_started(self, pid: int) -> None:
-        """The engine (each boot's new one) runs as ``pid``; a backend that must
-        join its namespaces does it here, before the guest needs the device."""
-        return None  # most backends need nothing of the engine's process
-
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop serving and release everything (processes, sockets, devices)."""
-
-    def describe(self) -> dict[str, object]:
-        """What this backend serves, as fields of its debug events."""
-        return {}
-
-
-def backend_log(backend: Backend) -> logging.Logger:
-    """The logger of a backend's component (colinux.net.slirp: net, colinux.cofs: cofs,
-    colinux.image.locks: image), so the debug collector files its events under it."""
-    return logging.getLogger(type(backend).__module__)
-
-
-def event_fields(backend: Backend, wiring: Wiring) -> dict[str, object]:
-    """A backend's debug-event fields: what it serves and how the engine reaches it."""
-    fields: dict[str, object] = {"backend": type(backend).__name__, **backend.describe()}
-    if wiring.kernel_args:
-        fields["kernel_args"] = " ".join(wiring.kernel_args)
-    return fields
-
-
-def network_fields(
-    cards: Sequence[NetworkCard], processes: Sequence[asyncio.subprocess.Process] = ()
-) -> dict[str, object]:
-    """A network backend's ``describe()``: its cards and the helpers it runs for them."""
-    fields: dict[str, object] = {"cards": ",".join(f"eth{c.index}={c.type.value}" for c in cards)}
-    if processes:
-        fields["pids"] = ",".join(str(p.pid) for p in processes)
-    return fields
 
 
 def backends_for(machine: Machine, *, name: str, state_dir: Path) -> list[Backend]:
     """The backends the machine's devices need, in start order."""
-    from colinux.cofs.backend import CofsBackend  # imports this module: import late
+    # Imported once a machine is served: every colinux verb imports the daemon,
+    # and the cofs server alone costs 40 ms of `colinux list`.
+    from colinux.cofs.backend import CofsBackend
     from colinux.image.locks import DiskLocks
+    from colinux.net.passt import PasstNetwork
+    from colinux.net.slirp import SlirpNetwork
+    from colinux.net.tap import HostNetwork
 
     # Disks first: a locked image stops the boot before anything else starts.
     backends: list[Backend] = [DiskLocks(machine)] if machine.enabled_block_devices() else []
     backends += [CofsBackend(s, state_dir=state_dir) for s in machine.cofs if s.enabled]
-    from colinux.config.model import NetworkType
-    from colinux.net.passt import PasstNetwork
-    from colinux.net.slirp import SlirpNetwork
-    from colinux.net.tap import HostNetwork
 
     slirp_cards = [c for c in machine.networks if c.type == NetworkType.SLIRP]
     host_cards = [c for c in machine.networks if c.type != NetworkType.SLIRP]

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from colinux.daemon import protocol
+from colinux.control import protocol
 from colinux.daemon.agent_protocol import (
     SIGNALS,
     Exec,

@@ -29,13 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from colinux import trace
 from colinux.config.model import Machine
 from colinux.console.terminal import raw_terminal, read_typed, set_window_size, window_size
-from colinux.daemon import protocol
+from colinux.console.web_listener import WebListener
+from colinux.control import protocol
+from colinux.control.debug import DebugCollector, Record, dumps, record_from_kmsg
+from colinux.control.rundir import ClaimedGuestDir
 from colinux.daemon.agent_protocol import (
     Exit,
     Free,
     Hello,
+    Kmsg,
     Poweroff,
     Ready,
     Reboot,
@@ -45,16 +50,14 @@ from colinux.daemon.agent_protocol import (
     decode,
     encode,
 )
-from colinux.daemon.backends import Backend, backend_log, backends_for, event_fields
-from colinux.daemon.debug import DebugCollector, Record, dumps, record_from_kmsg
+from colinux.daemon.backends import backends_for
 from colinux.daemon.exec_sessions import ExecService
 from colinux.daemon.hub import ConsoleHub
 from colinux.daemon.machine_info import describe_machine
 from colinux.daemon.notify import Notifier
-from colinux.daemon.rundir import ClaimedGuestDir
-from colinux.engine.base import BootSpec, GuestChannels, Wiring
+from colinux.engine.backend import Backend, backend_log, event_fields
+from colinux.engine.base import BootSpec, Engine, GuestChannels, Wiring, create_engine
 from colinux.engine.resident import resident_kib
-from colinux.engine.uml import UmlEngine
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import default_initramfs
 from colinux.version import __version__
@@ -77,6 +80,7 @@ class DaemonOptions:
     service: bool = False  # --run-service: report to systemd ($NOTIFY_SOCKET)
     debug_collector: bool = False  # collect debug events from the start
     extra_kernel_args: tuple[str, ...] = field(default=())
+    web: WebListener | None = None  # --web: a web console, kept up by the daemon
 
 
 def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootSpec:
@@ -96,7 +100,9 @@ def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootS
             f"built by colinux, not root= alone ({' '.join(machine.bootparams)})"
         )
     term = os.environ.get("TERM", "linux") if options.console == "terminal" else "linux"
-    extra = (f"TERM={term}",) if default_guest else ()
+    extra: tuple[str, ...] = (f"TERM={term}",) if default_guest else ()
+    if default_guest and trace.enabled():
+        extra += (trace.KERNEL_ARG,)
     return BootSpec(
         machine=machine,
         name=options.name,
@@ -121,6 +127,8 @@ class Supervisor:
         self.reboot_requested = False
         self.started = time.time()
         self._agent_writer: asyncio.StreamWriter | None = None
+        self._agent_serves = False
+        self._kmsg_asked = False
         self._clients: set[asyncio.StreamWriter] = set()
         self._local_output = True  # the local console still shows guest output
         self.notifier = Notifier(None)
@@ -131,6 +139,7 @@ class Supervisor:
         # collector off, so switching it on shows how the guest booted.
         self._kernel_messages: collections.deque[Record] = collections.deque(maxlen=500)
         self._engine_started = time.time()
+        self._web_url: str | None = None
         self.execs = ExecService(options.name)  # colinux exec sessions
         if options.service:
             self.notifier = Notifier.from_environment()
@@ -146,6 +155,7 @@ class Supervisor:
         if self._debug_wanted:  # from the start: the backends' and engine's start too
             self._set_debug(True)
         gdir = ClaimedGuestDir(self.options.name)
+        trace.mark("daemon: run directory claimed")
         try:
             spec = boot_spec(self.machine, self.options, str(gdir.uml_dir))
             async with contextlib.AsyncExitStack() as backends:
@@ -160,15 +170,18 @@ class Supervisor:
                     backend_log(backend).info(
                         "backend started", extra={"fields": event_fields(backend, started)}
                     )
-                self.engine = UmlEngine(dataclasses.replace(spec, wiring=wiring))
+                    trace.mark(f"backend started: {type(backend).__name__}")
+                self.engine: Engine = create_engine(dataclasses.replace(spec, wiring=wiring))
                 channels = await self._start_engine()
                 try:
                     return await self._serve(loop, gdir, channels)
                 finally:
                     self.engine.kill()
                     await self.engine.wait()
+                    trace.mark("daemon: stopping the backends")
         finally:
             gdir.release()
+            trace.mark("daemon: done")
             if self.options.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.options.pidfile)
@@ -180,7 +193,9 @@ class Supervisor:
         )
 
     async def _start_engine(self) -> GuestChannels:
+        trace.mark("engine: starting")
         channels = await self.engine.start()
+        trace.mark("engine: started")
         try:
             for backend in self.backends:
                 await backend.engine_started(self.engine.pid or 0)
@@ -213,6 +228,7 @@ class Supervisor:
             )
         finally:
             os.umask(old_umask)
+        web = await self._start_web(gdir)
         for signum, action in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self._interrupted),
@@ -247,7 +263,21 @@ class Supervisor:
             self.hub.close()
             for hub in self.serial_hubs.values():
                 hub.close()
+            await web.aclose()
         return self._exit_status(status)
+
+    async def _start_web(self, gdir: ClaimedGuestDir) -> contextlib.AsyncExitStack:
+        """The web console (--web), a client of our own control socket; closed by the stack."""
+        stack = contextlib.AsyncExitStack()
+        if self.options.web is not None:
+            from colinux.console.web import ConsoleTarget, daemon_web_console
+
+            target = ConsoleTarget(self.options.name, gdir.control_socket)
+            await stack.enter_async_context(
+                daemon_web_console(self.options.web, target, gdir.web_url_file)
+            )
+            self._web_url = self.options.web.url
+        return stack
 
     async def _boot(self, gdir: ClaimedGuestDir, channels: GuestChannels) -> int:
         """Serve one boot of the engine until it ends; its exit status."""
@@ -258,6 +288,8 @@ class Supervisor:
         )
         self.state = "booting" if self.engine.spec.default_guest else "running"
         self._agent_writer = None
+        self._agent_serves = False  # a root image's agent: it forwards /dev/kmsg itself
+        self._kmsg_asked = False
         self._engine_started = time.time()
         log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
         self.execs.boot_started(channels.exec_slots, agent_expected=self.engine.spec.default_guest)
@@ -265,11 +297,11 @@ class Supervisor:
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         output_task = asyncio.create_task(self._output_channel(channels.output))
         kmsg_task = asyncio.create_task(self._kmsg_channel(channels.kmsg))
-        self._notify_ready("ok")
-        if self.state == "running":
+        if self.state == "running":  # no agent of ours to wait for
             self._notify_running()
         try:
             status = await self.engine.wait()
+            trace.mark("engine: ended")
             self.hub.drain()
         finally:
             # The channels reach end-of-file once the engine is gone; what the
@@ -318,7 +350,9 @@ class Supervisor:
             self.options = dataclasses.replace(self.options, ready_fd=None)
 
     def _notify_running(self) -> None:
-        """systemd's READY=1: the guest has booted (its agent said HELLO)."""
+        """The guest has booted (its agent said HELLO): `colinux start` returns, and
+        systemd hears READY=1."""
+        self._notify_ready("ok")
         self.notifier.send(READY=1, STATUS=f"guest {self.options.name} is running")
 
     async def _watchdog(self, interval: float) -> None:
@@ -387,12 +421,14 @@ class Supervisor:
             while line := await reader.readline():
                 message = decode(line)
                 if isinstance(message, Hello):
+                    trace.mark("agent: hello received")
                     self._hello(message.version, writer, serve="serve" in message.flags)
                     if self._agent_writer is writer and self.failure is None:
                         self.execs.agent_greeted(writer, message.flags)
                 elif isinstance(message, Reboot):
                     self.reboot_requested = self.options.job is None
                 elif isinstance(message, Exit):
+                    trace.mark("agent: exit received")
                     # Output written before the exit report is already in the
                     # console's buffer: pass it on, then show no more (the
                     # guest's power-off messages are not the command's).
@@ -415,6 +451,7 @@ class Supervisor:
                 log.info("the image's agent is from colinux %s", version)
             self.agent_version = version
             self._agent_writer = writer
+            self._agent_serves = True
             if self.options.job is not None:  # root=cofsN of a Debian tree, say
                 self.failure = UserError(
                     "'-- CMD' needs the default guest's root: this guest's root is a "
@@ -423,6 +460,9 @@ class Supervisor:
                 self.request_stop()
             elif self.stop_requested:
                 writer.write(encode(Poweroff()))
+            elif self.state == "booting":  # root=cofsN of a Debian tree: booted now
+                self.state = "running"
+                self._notify_running()
             return
         if version != __version__:
             self.failure = UserError(
@@ -445,6 +485,8 @@ class Supervisor:
             writer.write(encode(Run("tty" if tty else "raw", shlex.join(self.options.job))))
         else:
             writer.write(encode(Shell(self.options.shell)))
+        if self.debug.enabled or trace.enabled():
+            self._ask_kernel_messages()
         if self.stop_requested:
             writer.write(encode(Poweroff()))
 
@@ -492,7 +534,10 @@ class Supervisor:
         try:
             while line := await reader.readline():
                 record = record_from_kmsg(line.rstrip(b"\r\n"), self._engine_started)
-                if record is not None:
+                if record is None:
+                    trace.guest_line(line.decode(errors="replace"))
+                else:
+                    trace.guest_line(record.message, record.time - self._engine_started)
                     self._kernel_messages.append(record)
                     self.debug.emit(record)
         finally:
@@ -505,8 +550,21 @@ class Supervisor:
             self.debug.enable()
             for record in self._kernel_messages:  # how the guest booted, in order
                 self.debug.history.append(record)
+            self._ask_kernel_messages()
         elif not on:
             self.debug.disable()
+
+    def _ask_kernel_messages(self) -> None:
+        """Have the default guest's agent start passing /dev/kmsg on (``KMSG``), once a boot.
+
+        Only when someone wants them: the forwarder is a program the guest would
+        otherwise start at every boot, and /dev/kmsg replays the boot's messages
+        to it whenever it starts."""
+        if self._kmsg_asked or self._agent_writer is None or self._agent_serves:
+            return
+        self._kmsg_asked = True
+        with contextlib.suppress(OSError):
+            self._agent_writer.write(encode(Kmsg()))
 
     def _follow(
         self, writer: asyncio.StreamWriter, request: dict[str, object]
@@ -633,10 +691,15 @@ class Supervisor:
                         if line is not None and line not in self.serial_hubs:
                             writer.write(protocol.encode_json(self._no_line(line)))
                             continue
-                        writer.write(protocol.encode_json({"ok": True, "name": self.options.name}))
+                        replay = detach is None and bool(request.get("replay", True))
                         if detach is None:
                             hub = self.hub if line is None else self.serial_hubs[line]  # type: ignore[index]
-                            detach = hub.attach(send, replay=bool(request.get("replay", True)))
+                        # How many bytes of history follow: a web page answers no query in them.
+                        replayed = len(hub.history) if replay else 0
+                        reply = {"ok": True, "name": self.options.name, "replay": replayed}
+                        writer.write(protocol.encode_json(reply))
+                        if detach is None:
+                            detach = hub.attach(send, replay=replay)
                     elif op == "follow" and unfollow is None:
                         unfollow = self._follow(writer, request)
                     elif op == "resize":
@@ -705,6 +768,7 @@ class Supervisor:
             "agent_version": self.agent_version,
             "kernel": self.engine.kernel,
             "source": self.machine.source,
+            "web_url": self._web_url,  # the socket is the user's alone: the token may go
             "cpus": self.machine.cpus,
             "machine": describe_machine(self.machine, self.options.name),
             "exec": self.execs.status(),

@@ -4,7 +4,7 @@ An engine turns a resolved ``Machine`` into a running guest and hands back
 the host ends of the guest's character channels. UML is the engine today;
 QEMU will be another implementation of the same class::
 
-    engine = UmlEngine(boot)
+    engine = create_engine(boot)      # UmlEngine(boot) today
     channels = await engine.start()
     ...                               # daemon serves channels.console etc.
     await engine.halt()               # clean halt without guest cooperation
@@ -28,6 +28,9 @@ class Wiring:
     """
 
     kernel_args: tuple[str, ...] = ()  # e.g. virtio_uml.device=SOCKET:26, vec0:transport=...
+    # Kernel arguments for colinux's default guest only, whose init expects them
+    # (e.g. ip=, the kernel numbering a slirp card); a user's own root may not.
+    default_guest_args: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()  # host paths the engine must see, at the same path, writable
     fds: tuple[int, ...] = ()  # host descriptors the engine process inherits
     share_net: bool = False  # keep the network namespace the engine is started in
@@ -43,6 +46,7 @@ class Wiring:
             raise ValueError("two backends both want to wrap the engine")
         return Wiring(
             kernel_args=self.kernel_args + other.kernel_args,
+            default_guest_args=self.default_guest_args + other.default_guest_args,
             binds=self.binds + other.binds,
             fds=self.fds + other.fds,
             share_net=self.share_net or other.share_net,
@@ -95,6 +99,9 @@ class GuestChannels:
 class Engine(abc.ABC):
     """One guest's engine process."""
 
+    spec: BootSpec  # what it was asked to boot
+    kernel: str  # the host path of the guest kernel it runs
+
     @property
     @abc.abstractmethod
     def pid(self) -> int | None:
@@ -123,3 +130,17 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def kernel_version(self) -> str:
         """The guest kernel's release, e.g. 6.1.176."""
+
+    @abc.abstractmethod
+    def log_tail(self, limit: int = 2000) -> str:
+        """The last ``limit`` bytes the engine process wrote of its own (not the
+        guest's console): what a failure message quotes."""
+
+
+def create_engine(spec: BootSpec) -> Engine:
+    """The engine that boots ``spec``: the daemon's one way to get one, so another
+    engine (QEMU) is chosen here and the daemon stays as it is."""
+    # Imported here: the implementations import this module for its interface.
+    from colinux.engine.uml import UmlEngine
+
+    return UmlEngine(spec)

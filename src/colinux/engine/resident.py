@@ -14,10 +14,12 @@ cost the host nothing, which is coLinux's "memory on demand".
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 _KCMP_VM = 1
 _KCMP_SYSCALL = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "ppc64le": 354, "s390x": 343}
@@ -47,12 +49,15 @@ def process_tree(root: int) -> list[int]:
 
 @cache
 def _libc() -> ctypes.CDLL:
+    # Imported on first use: ctypes is a few ms of every daemon's start.
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 
 def same_address_space(a: int, b: int) -> bool:
     """kcmp(2): do processes ``a`` and ``b`` share one address space?"""
-    number = _KCMP_SYSCALL.get(platform.machine())
+    number = _KCMP_SYSCALL.get(os.uname().machine)
     if number is not None:
         result = _libc().syscall(number, a, b, _KCMP_VM, 0, 0)
         if result >= 0:

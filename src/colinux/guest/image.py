@@ -19,8 +19,9 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from colinux.cache import writable_cache_dir
 from colinux.errors import ColinuxError
-from colinux.guest.cpio import CpioArchive
+from colinux.formats.cpio import CpioArchive
 from colinux.version import __version__
 
 BUSYBOX = "/bin/busybox"
@@ -30,18 +31,18 @@ GUEST_FILES = (
     ("init", "init", 0o755),
     ("sbin/init", "init", 0o755),  # the same init when this tree is a disk's root
     ("usr/lib/colinux/agent", "agent", 0o755),
-    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec, for the agent
-    ("usr/lib/colinux/fstab-mount", "fstab-mount", 0o755),
+    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec: agent, init
+    ("etc/colinux/fstab.boot", "fstab.boot", 0o644),
+    ("etc/colinux/fstab.dev", "fstab.dev", 0o644),
     ("sbin/shutdown", "shutdown", 0o755),
     ("etc/profile", "profile", 0o644),
     ("etc/passwd", "passwd", 0o644),
     ("etc/group", "group", 0o644),
     ("sbin/mount.cofs", "mount.cofs", 0o755),  # `mount -t cofs` (busybox runs mount.TYPE)
-    ("usr/lib/colinux/boot.d/20-cofs", "cofs-boot", 0o755),
-    ("usr/lib/colinux/boot.d/30-serial", "serial-getty", 0o755),
-    ("usr/lib/colinux/boot.d/05-kmsg", "kmsg-forward", 0o755),
-    ("usr/lib/colinux/boot.d/10-network", "network-boot", 0o755),
-    ("usr/lib/colinux/boot.d/40-exec", "exec-boot", 0o755),
+    # Boot hooks, sourced by init in the order of their names.
+    ("usr/lib/colinux/boot.d/20-cofs.sh", "cofs-boot", 0o644),
+    ("usr/lib/colinux/boot.d/30-serial.sh", "serial-getty", 0o644),
+    ("usr/lib/colinux/boot.d/10-network.sh", "network-boot", 0o644),
     ("usr/lib/colinux/udhcpc-script", "udhcpc-script", 0o755),
     # For a udev-run root it hands over to (init puts them in /run): /dev/cobdN names.
     ("usr/lib/colinux/cobd-names", "cobd-names", 0o755),
@@ -56,11 +57,6 @@ DIRS = (
     "usr/lib/colinux/boot.d", "etc",
     "etc/colinux", "dev", "proc", "sys", "tmp", "run", "mnt", "var", "lib", "lib/modules",
 )  # fmt: skip
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "colinux"
 
 
 def guest_file(name: str) -> bytes:
@@ -86,6 +82,7 @@ def build_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> by
     archive.add_dir("root", 0o700)
     archive.add_char_device("dev/console", 5, 1)
     archive.add_char_device("dev/null", 1, 3, 0o666)
+    archive.add_char_device("dev/tty13", 4, 13, 0o600)  # init's first marks (colinux.trace)
     archive.add_file("bin/busybox", Path(busybox).read_bytes(), 0o755)
     have = {"bin/busybox"}
     for guest_path, source, mode in GUEST_FILES:
@@ -144,13 +141,7 @@ def default_initramfs(*, busybox: str = BUSYBOX, version: str = __version__) -> 
     """Path of the cached default guest image, building it if needed."""
     if not os.path.exists(busybox):
         build_initramfs(busybox=busybox)  # raises the clear error
-    directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError:
-        # No writable home (a service user, say): a private temporary cache.
-        directory = Path(tempfile.gettempdir()) / f"colinux-cache-{os.getuid()}"
-        directory.mkdir(exist_ok=True, mode=0o700)
+    directory = writable_cache_dir()
     path = directory / f"guest-{_cache_key(busybox, version)}.cpio"
     if path.exists():
         return path

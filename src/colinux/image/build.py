@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import shlex
@@ -37,7 +38,10 @@ from pathlib import Path
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import UML_MODULES_DIR, guest_file
 from colinux.image.progress import BuildProgress, MmdebstrapLog
+from colinux.process import environment, popen
 from colinux.version import __version__
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -320,17 +324,15 @@ def build_root_image(spec: RootImageSpec, progress: BuildProgress) -> float:
 
 def _run_with_progress(argv: list[str], progress: BuildProgress) -> None:
     tail: list[str] = []
-    log = MmdebstrapLog()
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    with subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-    ) as process:
+    parsed = MmdebstrapLog()
+    env = environment({"LC_ALL": "C.UTF-8"})
+    with popen(argv, log=log, env=env, stdout=subprocess.PIPE) as process:
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             tail = [*tail[-59:], line]
-            if log.feed(line):
-                progress.update(log.state)
+            if parsed.feed(line):
+                progress.update(parsed.state)
         status = process.wait()
     if status != 0:
         # The line before mmdebstrap's first "E:" is the failing tool's own message.

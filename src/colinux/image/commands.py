@@ -96,7 +96,7 @@ def image_command(ns: argparse.Namespace) -> int:
         print(f"made swap image {ns.path}")
         return 0
     if ns.image_command == "commit":
-        from colinux.image.cow import commit_cow, read_header
+        from colinux.formats.cow import commit_cow, read_header
         from colinux.image.locks import locked_images
 
         header = read_header(ns.cow, label="commit")

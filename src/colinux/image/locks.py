@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from colinux.config.model import Machine
-from colinux.daemon.backends import Backend
+from colinux.control.rundir import list_guests
+from colinux.engine.backend import Backend
 from colinux.engine.base import Wiring
 from colinux.errors import UserError
 
@@ -45,6 +46,12 @@ def _holder(fd: int) -> str:
 
 
 def _guest_name(pid: int) -> str:
+    # The daemon's run directory says which guest it serves (its pid is in
+    # daemon.json once the engine runs); before that, its command line may.
+    with contextlib.suppress(OSError):
+        for gdir in list_guests():
+            if gdir.read_info().get("pid") == pid:
+                return gdir.name
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
@@ -110,7 +117,7 @@ class DiskLocks(Backend):
         self.fds: list[int] = []
 
     async def start(self) -> Wiring:
-        from colinux.image.cow import create_cow
+        from colinux.formats.cow import create_cow
 
         created: list[str] = []
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -29,14 +30,15 @@ import threading
 from pathlib import Path
 
 from colinux.config.model import NetworkCard, Redirection
-from colinux.daemon.backends import Backend, network_fields
+from colinux.engine.backend import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
+from colinux.net.addresses import DNS, GATEWAY, GUEST_ADDRESS, kernel_ip_arg
 from colinux.net.mac import card_mac
+from colinux.process import spawn, stop, stop_all
 
-GUEST_ADDRESS = "10.0.2.15"
-GATEWAY = "10.0.2.2"
-DNS = "10.0.2.3"
+log = logging.getLogger(__name__)
+
 # Large frames: each one is a trip through the engine, the relay and passt.
 MTU = 32000
 FRAME_MAX = 65536 + 64
@@ -223,7 +225,10 @@ class PasstNetwork(Backend):
                 f"mac={card_mac(card, self.guest)},mtu={MTU}"
             )
         cards = ",".join(f"{c.index}:slirp" for c in self.cards)
-        return Wiring(kernel_args=(*args, f"colinux.net={cards}"))
+        return Wiring(
+            kernel_args=(*args, f"colinux.net={cards}"),
+            default_guest_args=(kernel_ip_arg(self.cards[0].index),),
+        )
 
     async def _start_card(self, card: NetworkCard) -> None:
         path = self._socket_path(card)
@@ -233,17 +238,16 @@ class PasstNetwork(Backend):
         os.chmod(path, 0o600)  # private to the user, as the run directory
         listener.listen(1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # A file, not a pipe: nobody reads passt's messages while it runs.
-        log = open(self._log_path(card), "wb")  # noqa: SIM115 (closed below)
         try:
-            process = await asyncio.create_subprocess_exec(
-                "passt", "--foreground", "--quiet", "--stderr", "--ipv4-only",
-                "--fd", str(theirs.fileno()), "--mtu", str(MTU),
-                "--address", GUEST_ADDRESS, "--netmask", "24", "--gateway", GATEWAY,
-                "--dns-forward", DNS, "--no-dhcp-search",
-                *_port_specs(card.redirections),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=log, pass_fds=(theirs.fileno(),),
+            process = await spawn(
+                ["passt", "--foreground", "--quiet", "--stderr", "--ipv4-only",
+                 "--fd", str(theirs.fileno()), "--mtu", str(MTU),
+                 "--address", GUEST_ADDRESS, "--netmask", "24", "--gateway", GATEWAY,
+                 "--dns-forward", DNS, "--no-dhcp-search",
+                 *_port_specs(card.redirections)],
+                log=log, pass_fds=(theirs.fileno(),),
+                # A file, not a pipe: nobody reads passt's messages while it runs.
+                stderr=self._log_path(card),
             )  # fmt: skip
         except BaseException:
             listener.close()
@@ -251,16 +255,13 @@ class PasstNetwork(Backend):
             raise
         finally:
             theirs.close()
-            log.close()
         self._processes.append(process)
         if not await asyncio.to_thread(handshake, ours, card_mac(card, self.guest), 10):
             listener.close()
             ours.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 2)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+                await asyncio.wait_for(asyncio.shield(process.wait()), 2)  # its last words
+            await stop(process)
             err = self._log_path(card).read_text(errors="replace")
             self._log_path(card).unlink()
             path.unlink(missing_ok=True)
@@ -273,11 +274,7 @@ class PasstNetwork(Backend):
         return network_fields(self.cards, self._processes)
 
     async def stop(self) -> None:
-        for process in self._processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-            await process.wait()
+        await stop_all(self._processes)
         self._processes.clear()
         for relay in self._relays:
             await asyncio.to_thread(relay.stop)

@@ -11,14 +11,18 @@ there: on a Linux host that means root. slirp is the choice without it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 
 from colinux.config.model import NetworkCard, NetworkType
-from colinux.daemon.backends import Backend, network_fields
+from colinux.engine.backend import Backend, network_fields
 from colinux.engine.base import Wiring
 from colinux.errors import ColinuxError, UserError
 from colinux.net.mac import card_mac
+from colinux.process import run_async, spawn
+
+log = logging.getLogger(__name__)
 
 IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 TUN = "/dev/net/tun"
@@ -53,11 +57,7 @@ def _name(card: NetworkCard) -> str:
 
 
 async def _ip(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        "ip", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await process.communicate()
-    return process.returncode or 0, err.decode().strip()
+    return await run_async(["ip", *args], log=log)
 
 
 class HostNetwork(Backend):
@@ -133,11 +133,12 @@ class HostNetwork(Backend):
         if self._reaper_pipe is None:
             read_end, self._reaper_pipe = os.pipe()
             try:
-                self._reaper = await asyncio.create_subprocess_exec(
-                    "sh", "-c", _REAPER, "colinux-tap-reaper",
-                    stdin=read_end, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+                self._reaper = await spawn(
+                    ["sh", "-c", _REAPER, "colinux-tap-reaper"],
+                    log=log,
+                    stdin=read_end,
+                    start_new_session=True,
+                )
             finally:
                 os.close(read_end)
         # The names reach the reaper over the pipe itself, one per line.

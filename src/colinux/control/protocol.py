@@ -10,8 +10,9 @@ exec session's stdin and stdout); ``E`` frames an exec session's stderr::
     for kind, payload in decoder.feed(received):  # any chunking
         ...
 
-Requests (``op``): ``status``; ``attach`` (the reply is followed by the
-replayed recent console output and then live output as ``D`` frames; the
+Requests (``op``): ``status``; ``attach`` (the reply, whose ``replay`` says
+how many bytes of history follow, is followed by the replayed recent console
+output and then live output as ``D`` frames; the
 client's ``D`` frames are typed into the console; closing detaches; with
 ``line`` N, serial line ttySN instead of the console);
 ``stop`` (``force``: skip the clean shutdown); ``cad`` (Ctrl-Alt-Del);

@@ -5,8 +5,9 @@
 ``/tmp/colinux-UID``; mode 0700, and refused if another user owns it. Each
 guest has ``BASE/NAME/`` (0700) holding ``control.sock`` (0600), ``lock``
 (held with flock by the live daemon: that, not a pid file, says whether the
-guest runs), ``daemon.json`` (pid, start time) and ``uml/`` (the engine's
-private ``uml_dir``). The daemon's log is ``BASE/NAME.log``.
+guest runs), ``daemon.json`` (pid, start time), ``uml/`` (the engine's
+private ``uml_dir``) and, with ``--web``, ``web.url`` (0600: its token).
+The daemon's log is ``BASE/NAME.log``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class GuestDir:
         return self.path / "daemon.json"
 
     @property
+    def web_url_file(self) -> Path:
+        """The daemon's web console URL (--web), token and all: 0600, in this 0700 directory."""
+        return self.path / "web.url"
+
+    @property
     def log_file(self) -> Path:
         return self.path.parent / f"{self.name}.log"
 
@@ -130,7 +136,7 @@ class ClaimedGuestDir(GuestDir):
                 f"stop it with 'colinux stop {name}' or choose another name"
             ) from None
         # Leftovers of a daemon that was killed: its sockets are dead.
-        for leftover in (self.control_socket, self.info_file):
+        for leftover in (self.control_socket, self.info_file, self.web_url_file):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(self.uml_dir, ignore_errors=True)
         _private_dir(self.uml_dir)
