@@ -42,10 +42,15 @@ messages = st.one_of(
     st.builds(ap.Reboot),
     st.builds(ap.Ready, small),
     st.builds(ap.Free, small),
-    st.builds(ap.Run, st.sampled_from(["raw", "tty"]), st.text(min_size=1, max_size=80)),
+    st.builds(
+        ap.Run,
+        st.sampled_from(["raw", "tty"]),
+        st.text(st.characters(blacklist_characters="\r"), min_size=1, max_size=80),
+    ),
     st.builds(ap.Shell, st.sampled_from(["once", "respawn"])),
     st.builds(ap.Refuse),
     st.builds(ap.Poweroff),
+    st.builds(ap.Kmsg),
     st.builds(ap.Exec, small, devices, devices),
     st.builds(ap.Signal, small, st.sampled_from(ap.SIGNALS)),
     st.builds(ap.Resize, small, small, small),
@@ -56,7 +61,7 @@ messages = st.one_of(
 def test_agent_messages_round_trip_as_one_line(message: ap.Message) -> None:
     line = ap.encode(message)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert line.isascii()
+    assert line.isascii() or isinstance(message, ap.Run)  # a command may be any text
     assert ap.decode(line) == message
     assert ap.decode(line.rstrip(b"\n") + b"\r\n") == message  # a tty's CR is no matter
 
@@ -70,7 +75,8 @@ def test_any_line_decodes_to_a_message_or_none(line: bytes) -> None:
 @pytest.mark.parametrize(
     "line",
     [b"", b"HELLO", b"EXIT -1", b"EXIT 99999999", b"FREE 1 2", b"EXEC 0 tty/S4 ttyS5",
-     b"SIGNAL 0 SEGV", b"RUN raw !!", b"EXIT 07", b"hello 1.0"],
+     b"SIGNAL 0 SEGV", b"RUN raw !!", b"RUN raw 'open", b"RUN bash 'x'", b"EXIT 07",
+     b"hello 1.0", b"KMSG now"],
 )  # fmt: skip
 def test_malformed_lines_are_no_messages(line: bytes) -> None:
     assert ap.decode(line) is None
@@ -234,3 +240,32 @@ def test_output_without_its_end_is_held_back_only_at_a_nul(output: bytes) -> Non
     assert output.startswith(passed)
     assert b"\0" in output[len(passed) :] or passed == output
     assert end.trailer is None
+
+
+# -- the client's run directory: exec_client finds it without control.rundir ----------------
+
+
+def test_the_exec_client_finds_guests_where_rundir_puts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colinux.console.exec_client import _guest_paths
+    from colinux.control.rundir import guest_dir
+
+    def agree() -> None:
+        gdir = guest_dir("web")
+        assert _guest_paths("web") == (str(gdir.control_socket), str(gdir.path / "lock"))
+
+    monkeypatch.setenv("COLINUX_RUN_DIR", str(tmp_path / "run"))
+    agree()
+    monkeypatch.delenv("COLINUX_RUN_DIR")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    if os.getuid() == 0:
+        agree()  # /run/colinux for root, whatever XDG_RUNTIME_DIR says
+        monkeypatch.setattr(os, "getuid", lambda: 4242)  # ... and for anyone else:
+        monkeypatch.setattr("colinux.control.rundir._private_dir", lambda path: path)
+        os.chown(runtime, 4242, 4242)
+    agree()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    agree()  # /tmp/colinux-UID
