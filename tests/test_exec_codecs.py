@@ -269,3 +269,39 @@ def test_the_exec_client_finds_guests_where_rundir_puts_them(
     agree()
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     agree()  # /tmp/colinux-UID
+
+
+# -- the client's quick reading of its command line, against argparse's -------------------
+
+plain = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8)
+option = st.one_of(
+    st.just(["-t"]), st.just(["--tty"]), st.just(["--debug"]),
+    st.tuples(st.sampled_from(["-w", "--workdir"]), plain).map(list),
+    st.tuples(st.sampled_from(["-e", "--env"]), plain).map(list),
+    st.tuples(st.just("--wait"), st.integers(0, 999).map(str)).map(list),
+)  # fmt: skip
+
+
+@given(
+    st.lists(option, max_size=5),
+    plain.filter(lambda w: not w.startswith("-")),
+    st.booleans(),
+    st.lists(plain, max_size=4),
+)
+def test_the_quick_reading_agrees_with_argparse(
+    options: list[list[str]], name: str, dashes: bool, command: list[str]
+) -> None:
+    from colinux.console.exec_client import _parse_quickly, build_parser
+
+    words = [w for o in options for w in o] + [name] + (["--"] if dashes else []) + command
+    quick = _parse_quickly("exec", words)
+    if quick is None:  # something it leaves to argparse (a value that looks like an option)
+        return
+    full = build_parser("exec").parse_args(words)
+    for field in ("tty", "workdir", "env", "name", "wait", "debug"):
+        assert getattr(quick, field) == getattr(full, field), field
+
+    def without_dashes(words: list[str]) -> list[str]:  # as parse_request takes them
+        return words[1:] if words[:1] == ["--"] else words
+
+    assert without_dashes(quick.command) == without_dashes(full.command)
