@@ -305,3 +305,11 @@ def test_the_quick_reading_agrees_with_argparse(
         return words[1:] if words[:1] == ["--"] else words
 
     assert without_dashes(quick.command) == without_dashes(full.command)
+
+
+def test_a_long_run_command_is_one_line() -> None:
+    # colinux run -- sh -c SCRIPT: the script is the user's, as long as it is.
+    command = "echo " + "x" * 100_000
+    assert ap.decode(ap.encode(ap.Run("raw", command))) == ap.Run("raw", command)
+    with pytest.raises(ValueError):
+        ap.encode(ap.Hello("v" * 5000))
