@@ -359,6 +359,49 @@ def test_two_guests_share_one_base_through_cow_files(
     assert b"Traceback" not in stale.stderr
 
 
+def test_exec_on_a_debian_image(colinux: Colinux, debian: dict[str, Path], tmp_path: Path) -> None:
+    # The image's agent runs colinux exec sessions once the system is up (exec waits).
+    result = colinux.run(
+        "start", "deb", "mem=128", f"cobd0={debian['image']},cow={tmp_path / 'deb.cow'}",
+        "root=/dev/cobd0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wait = str(int(BOOT_TIMEOUT))
+    try:
+        probe = colinux.run(
+            "exec", "--wait", wait, "deb", "--", "sh", "-c",
+            'cat /etc/debian_version; [ -t 1 ] || echo pipe; echo "$HOME $0" >&2; exit 3', "x",
+            timeout=BOOT_TIMEOUT + 30,
+        )  # fmt: skip
+        assert probe.returncode == 3, probe.stderr
+        assert probe.stdout.decode().splitlines()[1:] == ["pipe"]
+        assert probe.stderr == b"/root x\n"
+        echoed = colinux.run("exec", "deb", "--", "cat", stdin=None, input=b"through bash\x04\n")
+        assert echoed.stdout == b"through bash\x04\n"
+        shell = colinux.run(
+            "shell", "deb", stdin=None, input=b"echo $SHELL; systemctl is-enabled colinux-agent\n"
+        )
+        assert shell.stdout == b"/bin/bash\nenabled\n", shell.stderr
+        # SIGPIPE and SIGINT behave as in a host shell, under systemd too.
+        yes = colinux.popen(
+            "exec", "deb", "--", "yes", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )
+        with reaped(yes):
+            assert yes.stdout is not None and yes.stdout.read(2) == b"y\n"
+            yes.stdout.close()
+            assert yes.wait(30) == 141
+        sleeper = colinux.popen(
+            "exec", "deb", "--", "sh", "-c", "echo started; exec sleep 100",
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        with reaped(sleeper):
+            assert sleeper.stdout is not None and sleeper.stdout.readline() == b"started\n"
+            sleeper.send_signal(signal.SIGINT)
+            assert sleeper.wait(30) == 130
+    finally:
+        assert colinux.run("stop", "deb").returncode == 0
+
+
 # --- disk safety on small images (the default guest) ----------------------------------
 
 
@@ -581,6 +624,10 @@ def test_ordinary_user_builds_a_root_image(ordinary_user: OrdinaryUser) -> None:
     result = ordinary_user.run("image", "root", "user.img", "--size", "1G", timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"unshare" in result.stdout
+    # Not a terminal: plain lines, a few per phase, with packages and bytes.
+    out = result.stdout.decode()
+    assert "downloading Debian packages" in out and " MB" in out, out
+    assert "installing:" in out and "packages" in out and "\x1b" not in out, out
     image = ordinary_user.work / "user.img"
     assert image.stat().st_uid == ordinary_user.uid
     assert sorted(p.name for p in ordinary_user.work.iterdir()) == ["user.img"]  # nothing left over

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import select
@@ -395,8 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
     _web_options(start, "keep a web console up: the console")
     _machine_options(start)
 
-    listing = sub.add_parser("list", help="list running guests")
+    listing = sub.add_parser(
+        "list",
+        help="list running guests (--json: a document for scripts)",
+        description="NAME STATE PID MEMORY RESIDENT UPTIME of each running guest, or with "
+        "--json one JSON document with all there is to know of each (the README has its "
+        "keys).",
+    )
+    listing.add_argument("name", nargs="?", help="only this guest")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
     listing.add_argument("--web", action="store_true", help="their web consoles' URLs instead")
+
+    # Parsed by console.exec_client (colinux.launch sends them there before this
+    # parser exists): here for the help and completion.
+    from colinux.console.exec_client import add_exec_arguments
+
+    for verb, text in (
+        ("exec", "run a command in a running guest: colinux exec [-t] NAME -- CMD [ARGS...]"),
+        ("shell", "root's login shell in a running guest"),
+    ):
+        add_exec_arguments(sub.add_parser(verb, help=text), verb)
 
     console = sub.add_parser(
         "console", help=f"attach this terminal to a guest's console ({DETACH_KEY_NAME} detaches)"
@@ -604,16 +623,25 @@ def _uptime(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def cmd_list(web: bool = False) -> int:
-    if web:  # NAME URL of each guest whose daemon keeps a web console up
-        for status in request_all({"op": "status"}):
+def cmd_list(ns: argparse.Namespace | None = None) -> int:
+    if ns is not None and ns.name is not None:
+        statuses = [request(check_name(ns.name), {"op": "status"})]
+    else:
+        statuses = request_all({"op": "status"})
+    if ns is not None and ns.json:
+        from colinux.console.listing import guests_document
+
+        print(json.dumps(guests_document(statuses, time.time()), indent=2))
+        return 0
+    if ns is not None and ns.web:  # NAME URL of each guest whose daemon keeps a web console up
+        for status in statuses:
             if status.get("web_url"):
                 print(f"{status['name']}  {status['web_url']}")
         return 0
     # MEMORY is what the guest was given, RESIDENT what it holds of the host now.
     rows = [("NAME", "STATE", "PID", "MEMORY", "RESIDENT", "UPTIME")]
     now = time.time()
-    for status in request_all({"op": "status"}):
+    for status in statuses:
         resident = status.get("resident_kib")
         rows.append(
             (
@@ -856,6 +884,12 @@ def version_report() -> str:
 def colinux_command(argv: Sequence[str]) -> int:
     if argv[:1] == ["daemon"]:  # how `colinux start` runs the daemon
         return daemon_command(argv[1:])
+    verb = 1 if argv[:1] == ["--debug"] else 0
+    if argv[verb : verb + 1] in (["exec"], ["shell"]):
+        from colinux.console.exec_client import exec_command
+
+        _setup_logging(verb == 1)
+        return exec_command(argv[verb:])
     before, job = _split_job(argv)
     parser = build_parser()
     ns, rest = parser.parse_known_args(before)
@@ -875,7 +909,7 @@ def colinux_command(argv: Sequence[str]) -> int:
     if ns.command == "start":
         return cmd_start(ns)
     if ns.command == "list":
-        return cmd_list(ns.web)
+        return cmd_list(ns)
     if ns.command == "console":
         if ns.web or ns.port or ns.listen is not None:
             return cmd_web_console(ns, None)

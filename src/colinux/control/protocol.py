@@ -2,7 +2,8 @@
 
 Every message is a frame: one type byte, a 32-bit big-endian payload length,
 and the payload. ``J`` frames carry one JSON object (requests, replies,
-events); ``D`` frames carry raw console bytes, in both directions::
+events); ``D`` frames carry raw console bytes, in both directions (and an
+exec session's stdin and stdout); ``E`` frames an exec session's stderr::
 
     data = encode_json({"op": "status"})      # client -> daemon
     decoder = FrameDecoder()
@@ -14,7 +15,10 @@ how many bytes of history follow, is followed by the replayed recent console
 output and then live output as ``D`` frames; the
 client's ``D`` frames are typed into the console; closing detaches; with
 ``line`` N, serial line ttySN instead of the console);
-``stop`` (``force``: skip the clean shutdown); ``cad`` (Ctrl-Alt-Del).
+``stop`` (``force``: skip the clean shutdown); ``cad`` (Ctrl-Alt-Del);
+``exec`` (a command in the guest: ``daemon.exec_sessions`` has its fields; the
+reply, then ``D`` and ``E`` frames of its output and last ``{"exited": N}``)
+and ``exec-signal`` (``session``, ``signal``: to a running exec's command).
 Replies have ``ok`` and, when false, ``error``.
 """
 
@@ -26,7 +30,8 @@ from collections.abc import Iterator
 
 JSON = b"J"
 DATA = b"D"
-KINDS = (JSON, DATA)
+ERR = b"E"  # an exec session's stderr, apart from its stdout
+KINDS = (JSON, DATA, ERR)
 MAX_PAYLOAD = 1 << 20
 _HEADER = struct.Struct(">cI")
 
@@ -51,6 +56,13 @@ def encode_data(data: bytes) -> bytes:
     """Console bytes, split into as many frames as needed."""
     return b"".join(
         encode_frame(DATA, data[i : i + MAX_PAYLOAD]) for i in range(0, len(data), MAX_PAYLOAD)
+    )
+
+
+def encode_err(data: bytes) -> bytes:
+    """An exec session's stderr bytes, split into as many frames as needed."""
+    return b"".join(
+        encode_frame(ERR, data[i : i + MAX_PAYLOAD]) for i in range(0, len(data), MAX_PAYLOAD)
     )
 
 

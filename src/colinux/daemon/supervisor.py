@@ -36,8 +36,24 @@ from colinux.console.web_listener import WebListener
 from colinux.control import protocol
 from colinux.control.debug import DebugCollector, Record, dumps, record_from_kmsg
 from colinux.control.rundir import ClaimedGuestDir
+from colinux.daemon.agent_protocol import (
+    Exit,
+    Free,
+    Hello,
+    Kmsg,
+    Poweroff,
+    Ready,
+    Reboot,
+    Refuse,
+    Run,
+    Shell,
+    decode,
+    encode,
+)
 from colinux.daemon.backends import backends_for
+from colinux.daemon.exec_sessions import ExecService
 from colinux.daemon.hub import ConsoleHub
+from colinux.daemon.machine_info import describe_machine
 from colinux.daemon.notify import Notifier
 from colinux.engine.backend import Backend, backend_log, event_fields
 from colinux.engine.base import BootSpec, Engine, GuestChannels, Wiring, create_engine
@@ -98,14 +114,6 @@ def boot_spec(machine: Machine, options: DaemonOptions, state_dir: str) -> BootS
     )
 
 
-def shell_word(text: str) -> bytes:
-    """TEXT as one single-quoted ``sh`` word on one line, for the agent's ``eval``:
-    a newline is written ``'"$nl"'``, which the agent defines as one. (A quoted
-    word, not base64: decoding cost the guest a subshell and a program per run.)"""
-    quoted = "'" + text.replace("'", "'\\''").replace("\n", "'\"$nl\"'") + "'"
-    return quoted.encode("utf-8", "surrogateescape")
-
-
 class Supervisor:
     def __init__(self, machine: Machine, options: DaemonOptions) -> None:
         self.machine = machine
@@ -132,6 +140,7 @@ class Supervisor:
         self._kernel_messages: collections.deque[Record] = collections.deque(maxlen=500)
         self._engine_started = time.time()
         self._web_url: str | None = None
+        self.execs = ExecService(options.name)  # colinux exec sessions
         if options.service:
             self.notifier = Notifier.from_environment()
             # Only the daemon speaks to systemd (NotifyAccess=main): not its children.
@@ -283,6 +292,7 @@ class Supervisor:
         self._kmsg_asked = False
         self._engine_started = time.time()
         log.info("engine started", extra={"fields": {"pid": self.engine.pid}})
+        self.execs.boot_started(channels.exec_slots, agent_expected=self.engine.spec.default_guest)
         agent_task = asyncio.create_task(self._agent(channels.agent))
         errors_task = asyncio.create_task(self._errors_channel(channels.errors))
         output_task = asyncio.create_task(self._output_channel(channels.output))
@@ -304,6 +314,8 @@ class Supervisor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            what = "rebooted" if self.reboot_requested else "stopped"
+            self.execs.boot_ended(f"guest {self.options.name} {what} before the command ended")
         log.info("engine ended", extra={"fields": {"status": status}})
         return status
 
@@ -366,12 +378,13 @@ class Supervisor:
     async def stop(self, force: bool = False) -> None:
         """The termination ladder; returns once the engine has ended."""
         self.state = "stopping"
+        self.execs.stopping()
         self.notifier.send(STOPPING=1, STATUS=f"stopping guest {self.options.name}")
         timeout = self.options.stop_timeout
         if not force and self._agent_writer is not None:
             log.info("asking the guest agent to power off")
             with contextlib.suppress(OSError):
-                self._agent_writer.write(b"POWEROFF\n")
+                self._agent_writer.write(encode(Poweroff()))
             if await self._engine_ends_within(timeout):
                 return
         if not force:
@@ -406,22 +419,24 @@ class Supervisor:
         reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
         try:
             while line := await reader.readline():
-                words = line.decode(errors="replace").split()
-                if not words:
-                    continue
-                if words[0] == "HELLO" and len(words) >= 2:
+                message = decode(line)
+                if isinstance(message, Hello):
                     trace.mark("agent: hello received")
-                    self._hello(words[1], writer, serve=words[2:3] == ["serve"])
-                elif words[0] == "REBOOT":
+                    self._hello(message.version, writer, serve="serve" in message.flags)
+                    if self._agent_writer is writer and self.failure is None:
+                        self.execs.agent_greeted(writer, message.flags)
+                elif isinstance(message, Reboot):
                     self.reboot_requested = self.options.job is None
-                elif words[0] == "EXIT" and len(words) >= 2 and words[1].isdigit():
+                elif isinstance(message, Exit):
                     trace.mark("agent: exit received")
                     # Output written before the exit report is already in the
                     # console's buffer: pass it on, then show no more (the
                     # guest's power-off messages are not the command's).
                     self.hub.drain()
                     self._local_output = False
-                    self.job_status = int(words[1])
+                    self.job_status = message.status
+                elif isinstance(message, Ready | Free):
+                    self.execs.message(message)
         except ConnectionError:
             pass  # the engine was killed with our words unread: the end, as at end-of-file
         finally:
@@ -444,7 +459,7 @@ class Supervisor:
                 )
                 self.request_stop()
             elif self.stop_requested:
-                writer.write(b"POWEROFF\n")
+                writer.write(encode(Poweroff()))
             elif self.state == "booting":  # root=cofsN of a Debian tree: booted now
                 self.state = "running"
                 self._notify_running()
@@ -454,27 +469,26 @@ class Supervisor:
                 f"guest tools version {version} do not match colinux {__version__}: "
                 "rebuild the initrd with this colinux (the guest was stopped)"
             )
-            writer.write(b"REFUSE\n")
+            writer.write(encode(Refuse()))
             self.request_stop()
             return
         if self.agent_version is not None and self.options.job is not None:
             self.failure = ColinuxError("guest rebooted before the command finished")
-            writer.write(b"REFUSE\n")
+            writer.write(encode(Refuse()))
             return
         self.agent_version = version
         self._agent_writer = writer
         self.state = "running"
         self._notify_running()
         if self.options.job is not None:
-            mode = "tty" if self.options.console == "terminal" else "raw"
-            command = shell_word(shlex.join(self.options.job))
-            writer.write(f"RUN {mode} ".encode() + command + b"\n")
+            tty = self.options.console == "terminal"
+            writer.write(encode(Run("tty" if tty else "raw", shlex.join(self.options.job))))
         else:
-            writer.write(f"SHELL {self.options.shell}\n".encode())
+            writer.write(encode(Shell(self.options.shell)))
         if self.debug.enabled or trace.enabled():
             self._ask_kernel_messages()
         if self.stop_requested:
-            writer.write(b"POWEROFF\n")
+            writer.write(encode(Poweroff()))
 
     async def _errors_channel(self, fd: int, stream: str = "stderr") -> None:
         """tty14: a job's stderr in raw mode (tty12: its stdout, with ``stream="stdout"``);
@@ -550,7 +564,7 @@ class Supervisor:
             return
         self._kmsg_asked = True
         with contextlib.suppress(OSError):
-            self._agent_writer.write(b"KMSG\n")
+            self._agent_writer.write(encode(Kmsg()))
 
     def _follow(
         self, writer: asyncio.StreamWriter, request: dict[str, object]
@@ -692,6 +706,10 @@ class Supervisor:
                         rows, cols = request.get("rows"), request.get("cols")
                         if isinstance(rows, int) and isinstance(cols, int):
                             set_window_size(hub.fd, rows, cols)
+                    elif op == "exec" and detach is None and unfollow is None:
+                        # The connection is the session's now, to its command's end.
+                        await self.execs.serve(request, reader, writer, decoder)
+                        return
                     else:
                         writer.write(protocol.encode_json(await self._request(request)))
         except protocol.ProtocolError as e:
@@ -724,6 +742,8 @@ class Supervisor:
         if op == "cad":
             self._ctrl_alt_del()
             return {"ok": True}
+        if op == "exec-signal":
+            return self.execs.signal(request.get("session"), request.get("signal"))
         if op == "debug":
             if "enable" in request:
                 self._debug_wanted = bool(request["enable"])
@@ -749,6 +769,9 @@ class Supervisor:
             "kernel": self.engine.kernel,
             "source": self.machine.source,
             "web_url": self._web_url,  # the socket is the user's alone: the token may go
+            "cpus": self.machine.cpus,
+            "machine": describe_machine(self.machine, self.options.name),
+            "exec": self.execs.status(),
         }
 
 

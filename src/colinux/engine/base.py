@@ -71,6 +71,16 @@ class BootSpec:
 
 
 @dataclass(frozen=True)
+class ExecLines:
+    """One exec slot (``colinux exec``): two guest lines and the host end of each."""
+
+    io_device: str  # the guest's device of stdin and stdout (the terminal with -t): ttyS4
+    io: int  # its host end, a socket the daemon owns
+    err_device: str  # stderr's
+    err: int
+
+
+@dataclass(frozen=True)
 class GuestChannels:
     """Host ends (file descriptors the daemon owns) of the guest's channels."""
 
@@ -83,6 +93,7 @@ class GuestChannels:
     # A job's stdout in raw mode (/dev/tty12): a socket, which carries bulk output
     # far faster than the console's pty does.
     output: int | None = None
+    exec_slots: tuple[ExecLines, ...] = ()  # lines the guest agent runs exec sessions on
 
 
 class Engine(abc.ABC):

@@ -13,6 +13,7 @@ channels are file descriptors inherited through the sandbox:
     con14  (/dev/tty14)    job stderr
     con15  (/dev/tty15)    the guest agent's line
     sslN   (/dev/ttySN)    serial lines: a pty the daemon serves, or a host tty
+    ssl4.. (/dev/ttyS4..)  exec slots, two lines each (a socket each): colinux exec
 
 Everything UML-specific lives in this module; ``engine.base`` is the
 interface the daemon sees.
@@ -38,8 +39,8 @@ from functools import cache
 from pathlib import Path
 
 from colinux.cache import file_key, load_json, store_json
-from colinux.config.model import BlockDevice, Machine, Userspace
-from colinux.engine.base import BootSpec, Engine, GuestChannels
+from colinux.config.model import MAX_SERIAL_INDEX, BlockDevice, Machine, Userspace
+from colinux.engine.base import BootSpec, Engine, ExecLines, GuestChannels
 from colinux.engine.mconsole import MconsoleClient, MconsoleError
 from colinux.engine.serial import open_device
 from colinux.errors import ColinuxError, UserError
@@ -57,6 +58,10 @@ OUTPUT_LINE = 12
 KMSG_LINE = 13
 ERRORS_LINE = 14
 AGENT_LINE = 15
+# colinux exec: this many sessions at once, each on two serial lines after the
+# PC's four (UML has 64); a socket each, as tty12 and tty14 are.
+EXEC_SLOTS = 8
+FIRST_EXEC_SERIAL = MAX_SERIAL_INDEX + 1
 SANDBOX_DISKS = "/colinux/disks"
 SANDBOX_INITRD = "/colinux/initrd"
 _UML_MARKER = b"uml_dir="  # every UML kernel parses this switch; no other ELF has it
@@ -384,6 +389,7 @@ def kernel_argv(
     serial_fds: dict[int, int] | None = None,
     kmsg_fd: int | None = None,
     output_fd: int | None = None,
+    exec_fds: tuple[tuple[int, int], ...] = (),
 ) -> list[str]:
     """The UML kernel's command line (switches and guest kernel parameters)."""
     m = spec.machine
@@ -402,6 +408,9 @@ def kernel_argv(
     ]
     serial_fds = serial_fds or {}
     args += [f"ssl{index}=fd:{fd},fd:{fd}" for index, fd in sorted(serial_fds.items())]
+    for slot, (io_fd, err_fd) in enumerate(exec_fds):
+        io_line, err_line = exec_serials(slot)
+        args += [f"ssl{io_line}=fd:{io_fd}", f"ssl{err_line}=fd:{err_fd}"]
     args += [s.ubd_arg for s in slots]
     # Drivers that would log an error on every boot: ubd0 defaults to ./root_fs,
     # and mmapper looks for an iomem= region that only the user can give.
@@ -450,6 +459,12 @@ def init_environment(args: Sequence[str]) -> list[str]:
     return [f"{key}={value}" for key, value in env.items()]
 
 
+def exec_serials(slot: int) -> tuple[int, int]:
+    """The serial line numbers (ttySN) of exec slot ``slot``'s IO and ERR lines."""
+    first = FIRST_EXEC_SERIAL + 2 * slot
+    return first, first + 1
+
+
 class UmlEngine(Engine):
     """A guest in a ``linux.uml`` process tree inside bubblewrap."""
 
@@ -477,6 +492,7 @@ class UmlEngine(Engine):
         serial_fds: dict[int, int] | None = None,
         kmsg_fd: int | None = None,
         output_fd: int | None = None,
+        exec_fds: tuple[tuple[int, int], ...] = (),
     ) -> list[str]:
         check_kernel(self.kernel)
         guest = kernel_argv(
@@ -487,6 +503,7 @@ class UmlEngine(Engine):
             serial_fds=serial_fds,
             kmsg_fd=kmsg_fd,
             output_fd=output_fd,
+            exec_fds=exec_fds,
         )
         switches = engine_switches(self.spec.machine, self.kernel)
         return [*self.spec.wiring.wrapper, *sandbox_argv(self.spec, self.kernel), *switches, *guest]
@@ -498,6 +515,9 @@ class UmlEngine(Engine):
         agent_host, agent_guest = socket.socketpair()
         kmsg_host, kmsg_guest = socket.socketpair()
         output_host, output_guest = socket.socketpair()
+        # Each exec slot's two lines: (host, guest) socket pairs.
+        exec_pairs = [(socket.socketpair(), socket.socketpair()) for _ in range(EXEC_SLOTS)]
+        exec_remote = tuple((io[1].fileno(), err[1].fileno()) for io, err in exec_pairs)
         remote = (
             console_slave,
             errors_guest.fileno(),
@@ -525,6 +545,7 @@ class UmlEngine(Engine):
                 serial_fds=serial_fds,
                 kmsg_fd=remote[3],
                 output_fd=remote[4],
+                exec_fds=exec_remote,
             )
             with open(self.log_path, "ab") as log:
                 self._process = await spawn(
@@ -532,7 +553,10 @@ class UmlEngine(Engine):
                     log=engine_log,
                     stdout=log.fileno(),
                     stderr=log.fileno(),
-                    pass_fds=remote + tuple(serial_fds.values()) + self.spec.wiring.fds,
+                    pass_fds=remote
+                    + tuple(serial_fds.values())
+                    + tuple(fd for pair in exec_remote for fd in pair)
+                    + self.spec.wiring.fds,
                     start_new_session=True,
                     umask=0o077,  # its umid directory and mconsole socket: the user's only
                 )
@@ -542,6 +566,9 @@ class UmlEngine(Engine):
                 os.close(fd)
             kmsg_host.close()
             output_host.close()
+            for io, err in exec_pairs:
+                io[0].close()
+                err[0].close()
             for fd in serial_masters.values():
                 os.close(fd)
             raise
@@ -551,8 +578,17 @@ class UmlEngine(Engine):
             agent_guest.close()
             kmsg_guest.close()
             output_guest.close()
+            for io, err in exec_pairs:
+                io[1].close()
+                err[1].close()
             for fd in serial_fds.values():
                 os.close(fd)
+        slots = []
+        for slot, (io, err) in enumerate(exec_pairs):
+            io_line, err_line = exec_serials(slot)
+            slots.append(
+                ExecLines(f"ttyS{io_line}", io[0].detach(), f"ttyS{err_line}", err[0].detach())
+            )
         return GuestChannels(
             console_master,
             errors_host.detach(),
@@ -560,6 +596,7 @@ class UmlEngine(Engine):
             serial_masters,
             kmsg=kmsg_host.detach(),
             output=output_host.detach(),
+            exec_slots=tuple(slots),
         )
 
     async def wait(self) -> int:

@@ -31,6 +31,7 @@ GUEST_FILES = (
     ("init", "init", 0o755),
     ("sbin/init", "init", 0o755),  # the same init when this tree is a disk's root
     ("usr/lib/colinux/agent", "agent", 0o755),
+    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec: agent, init
     ("etc/colinux/fstab.boot", "fstab.boot", 0o644),
     ("etc/colinux/fstab.dev", "fstab.dev", 0o644),
     ("sbin/shutdown", "shutdown", 0o755),

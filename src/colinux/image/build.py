@@ -15,7 +15,7 @@ on ``eth*`` (slirp answers), a hostname, root's password or SSH key, and a
 serve-only agent through which ``colinux stop`` powers the guest off with
 systemd::
 
-    build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), progress=print)
+    build_root_image(RootImageSpec(Path("root.img"), size=2 << 30), BuildProgress(sys.stdout))
     make_swap_image(Path("swap.img"), 256 << 20)
 """
 
@@ -32,12 +32,12 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from colinux.errors import ColinuxError, UserError
 from colinux.guest.image import UML_MODULES_DIR, guest_file
+from colinux.image.progress import BuildProgress, MmdebstrapLog
 from colinux.process import environment, popen
 from colinux.version import __version__
 
@@ -65,8 +65,6 @@ FSTAB = """\
 /dev/cobd0  /     ext4  defaults,errors=remount-ro  0  1
 /dev/cobd1  none  swap  sw,noauto  0  0
 """
-
-Progress = Callable[[str], None]
 
 
 def parse_size(text: str, option: str = "--size") -> int:
@@ -167,8 +165,9 @@ _GUEST_TOOLS = (
     # A getty on each serial line colinux connects (ttysN=), as on the default guest.
     ("usr/lib/systemd/system-generators/colinux-serial-getty", "debian-serial-getty", 0o755),
     ("etc/systemd/system/colinux-kmsg.service", "debian-kmsg.service", 0o644),
-    # `colinux stop` powers the guest off through systemd.
+    # `colinux stop` powers the guest off through systemd; `colinux exec` runs commands.
     ("usr/lib/colinux/agent-serve", "debian-agent", 0o755),
+    ("usr/lib/colinux/exec-sessions", "exec-sessions", 0o644),  # colinux exec
     ("etc/systemd/system/colinux-agent.service", "debian-agent.service", 0o644),
 )
 
@@ -263,17 +262,7 @@ def _customize_script(spec: RootImageSpec, image: str) -> str:
     )
 
 
-_STAGES = (
-    ("I: automatically chosen mode", "choosing how to install"),
-    ("I: downloading packages", "downloading Debian packages"),
-    ("I: extracting archives", "extracting"),
-    ("I: installing essential", "installing the essential packages"),
-    ("I: installing remaining", "installing the other packages"),
-    ("I: running --customize-hook", "adding colinux's files, making the ext4 image"),
-)
-
-
-def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
+def build_root_image(spec: RootImageSpec, progress: BuildProgress) -> float:
     """Build the image at ``spec.path``; the seconds it took."""
     spec.check()
     mmdebstrap = shutil.which("mmdebstrap")
@@ -282,7 +271,7 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
             "mmdebstrap not found: root images are built with it",
             hint="install the Debian package mmdebstrap",
         )
-    start = time.monotonic()
+    start = progress.start
     mode = "root" if os.getuid() == 0 else "unshare"
     target = spec.path.resolve()
     # The hook writes the image as root (or the namespace's root): into a
@@ -295,21 +284,24 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
         overlay.chmod(0o644)
         built = work / "root.img"
         packages = ",".join((*BASE_PACKAGES, *spec.packages))
+        # --verbose: apt's and dpkg's lines, which the progress display counts.
         argv = [
-            mmdebstrap, f"--mode={mode}", "--variant=minbase", f"--include={packages}",
+            mmdebstrap, "--verbose", f"--mode={mode}", "--variant=minbase",
+            f"--include={packages}",
             "--format=null", f"--customize-hook=tar-in {overlay} /",
             "--customize-hook=" + _customize_script(spec, str(built)),
             spec.suite, "/dev/null", spec.mirror,
         ]  # fmt: skip
         what = "a meta cofs directory" if spec.cofs else format_size(spec.size)
-        progress(f"building {spec.path} ({what}, Debian {spec.suite}, {mode})")
-        _run_with_progress(argv, progress, start)
+        progress.line(f"building {spec.path} ({what}, Debian {spec.suite}, {mode})")
+        _run_with_progress(argv, progress)
         if not built.exists():
             raise ColinuxError("mmdebstrap ended without making the image")
         if spec.cofs:
             from colinux.cofs.populate import populate_from_tar
 
-            progress(f"  [{time.monotonic() - start:5.0f} s] writing the tree into {spec.path}")
+            elapsed = time.monotonic() - start
+            progress.line(f"  [{elapsed:5.0f} s] writing the tree into {spec.path}")
             target.mkdir()
             populate_from_tar(target, built)
         elif mode == "root":
@@ -326,23 +318,21 @@ def build_root_image(spec: RootImageSpec, progress: Progress) -> float:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - start
-    progress(f"done in {seconds:.0f} s: {spec.path}")
+    progress.line(f"done in {seconds:.0f} s: {spec.path}")
     return seconds
 
 
-def _run_with_progress(argv: list[str], progress: Progress, start: float) -> None:
+def _run_with_progress(argv: list[str], progress: BuildProgress) -> None:
     tail: list[str] = []
-    shown: set[str] = set()
+    parsed = MmdebstrapLog()
     env = environment({"LC_ALL": "C.UTF-8"})
     with popen(argv, log=log, env=env, stdout=subprocess.PIPE) as process:
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             tail = [*tail[-59:], line]
-            for prefix, stage in _STAGES:
-                if line.startswith(prefix) and stage not in shown:
-                    shown.add(stage)
-                    progress(f"  [{time.monotonic() - start:5.0f} s] {stage}")
+            if parsed.feed(line):
+                progress.update(parsed.state)
         status = process.wait()
     if status != 0:
         # The line before mmdebstrap's first "E:" is the failing tool's own message.

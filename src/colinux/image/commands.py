@@ -61,9 +61,6 @@ def image_command(ns: argparse.Namespace) -> int:
         parse_size,
     )
 
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
     if ns.image_command == "root":
         key = None
         if ns.ssh_key is not None:
@@ -86,7 +83,13 @@ def image_command(ns: argparse.Namespace) -> int:
             ssh_key=key,
             mirror=ns.mirror or DEFAULT_MIRROR,
         )
-        build_root_image(spec, progress)
+        from colinux.image.progress import BuildProgress
+
+        progress = BuildProgress(sys.stdout)
+        try:
+            build_root_image(spec, progress)
+        finally:
+            progress.close()
         return 0
     if ns.image_command == "swap":
         make_swap_image(Path(ns.path), parse_size(ns.size))
