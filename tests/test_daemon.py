@@ -264,7 +264,9 @@ def test_sighup_sends_ctrl_alt_del(colinux: Colinux) -> None:
     # The guest reboots (its tmpfs is new) and the daemon keeps serving it.
     console.read_until(b"Linux version", timeout=30)
     console.read_until(b"Run /init", timeout=30)
-    console.read_until(b"hup:/root# ", timeout=30)
+    # The line editor asks where the cursor is right after this prompt: typed
+    # before that query is answered, the command would be taken as the answer.
+    console.read_until(b"hup:/root# \x1b[6n", timeout=30)
     console.type(b"ls /tmp/before-reboot || echo gone-after-reboot\r")
     console.read_until(b"gone-after-reboot", timeout=30)
     console.type(b"\x1d")
