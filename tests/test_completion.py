@@ -232,7 +232,7 @@ def test_running_guests_names_are_completed(colinux: Colinux, tmp_path: Path) ->
         assert colinux.run("completion", "--guests").stdout == b"web\n"
         bash, zsh, fish = (written(tmp_path, shell) for shell in SHELLS)
         verbs = {c.path for c in commands(build_parser()) if GUEST in c.positionals}
-        assert {"console", "stop", "debug", "serial"} <= verbs <= GUEST_VERBS  # exec too
+        assert {"console", "stop", "debug", "serial", "exec", "shell"} <= verbs <= GUEST_VERBS
         for verb in sorted(verbs):
             assert bash_completes(bash, f"colinux {verb} ", env) == ["web"], verb
         assert bash_completes(bash, "colinux start ", env) == []  # a new guest's name
