@@ -79,17 +79,11 @@ def request_all(message: dict[str, object]) -> list[dict[str, object]]:
     replies = []
     for gdir in list_guests():
         if not gdir.is_live():
-            _remove_stale(gdir)
+            gdir.remove_if_stale()
             continue
         with contextlib.suppress(ColinuxError):
             replies.append(request(gdir.name, message))
     return replies
-
-
-def _remove_stale(gdir: GuestDir) -> None:
-    import shutil
-
-    shutil.rmtree(gdir.path, ignore_errors=True)
 
 
 def attach_console(

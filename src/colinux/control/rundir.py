@@ -28,6 +28,9 @@ from colinux.errors import ColinuxError, UserError
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
 
 
+CLAIM_PATIENCE = 0.5  # seconds a guest's lock may be held by a passer-by
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise UserError(
@@ -108,6 +111,23 @@ class GuestDir:
             os.close(fd)
         return False
 
+    def remove_if_stale(self) -> None:
+        """Remove the directory of a daemon that is gone (killed), holding its lock
+        meanwhile, so that a daemon claiming the name now is never removed."""
+        try:
+            fd = os.open(self.path / "lock", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # a daemon between making the directory and its lock, or nothing
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return  # live
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
     def read_info(self) -> dict[str, object]:
         try:
             return dict(json.loads(self.info_file.read_text()))
@@ -124,22 +144,43 @@ class ClaimedGuestDir(GuestDir):
 
     def __init__(self, name: str) -> None:
         super().__init__(check_name(name), base_dir() / name)
-        _private_dir(self.path)
-        self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            pid = self.read_info().get("pid", "?")
-            raise UserError(
-                f"guest {name!r} is already running (daemon pid {pid}); "
-                f"stop it with 'colinux stop {name}' or choose another name"
-            ) from None
+        self._lock_fd = self._claim()
         # Leftovers of a daemon that was killed: its sockets are dead.
         for leftover in (self.control_socket, self.info_file, self.web_url_file):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(self.uml_dir, ignore_errors=True)
         _private_dir(self.uml_dir)
+
+    def _claim(self) -> int:
+        """The lock of this guest's directory, held: an fd.
+
+        Others hold it for a moment too (`colinux list` testing whether a guest
+        lives, or removing a dead daemon's directory, which may remove the one we
+        just made): a lock held for more than half a second is another daemon's,
+        and a lock whose file is no longer in the directory is made again."""
+        deadline = time.monotonic() + CLAIM_PATIENCE
+        while True:
+            _private_dir(self.path)
+            lock = self.path / "lock"
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                pid = self.read_info().get("pid", "?")
+                raise UserError(
+                    f"guest {self.name!r} is already running (daemon pid {pid}); "
+                    f"stop it with 'colinux stop {self.name}' or choose another name"
+                ) from None
+            try:
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # removed as stale under us: make it again
 
     def write_info(self, **info: object) -> None:
         tmp = self.info_file.with_suffix(".tmp")
