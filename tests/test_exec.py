@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -206,6 +207,7 @@ class Screen:
         )
         os.close(slave)
         self.output = b""
+        self.queries = 0  # cursor queries answered
 
     def resize(self, rows: int, cols: int) -> None:
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -227,6 +229,15 @@ class Screen:
                 self.output = self.output.replace(b"\x1b[6n", b"")
                 if b"\x1b[6n" in data:
                     os.write(self.master, b"\x1b[1;1R")
+                    self.queries += 1
+
+    def settle(self, queries: int, timeout: float = 2.0) -> None:
+        """Wait (a little) for the line editor's cursor query after a prompt to be
+        answered: a key typed before that is taken as part of the answer."""
+        deadline = time.monotonic() + timeout
+        while self.queries < queries and time.monotonic() < deadline:
+            with contextlib.suppress(AssertionError):
+                self.read_until(b"\0never\0", timeout=0.1)
 
     def type(self, text: bytes) -> None:
         os.write(self.master, text)
@@ -266,7 +277,8 @@ def test_shell_is_a_login_shell_on_a_terminal(colinux: Colinux, web: str) -> Non
     with reaped(screen.process):
         screen.read_until(b"web:/root# ")  # the prompt of /etc/profile: a login shell's
         screen.type(b"echo $HOME $(pwd) $SHELL\r")
-        screen.read_until(b"/root /root /bin/sh")
+        screen.read_until(b"/root /root /bin/sh\r\nweb:/root# ")
+        screen.settle(queries=2)  # one for each prompt, where the editor asks
         screen.type(b"\x04")  # Ctrl-D ends it, as on a terminal
         assert screen.close() == 0
 
