@@ -287,26 +287,11 @@ def _guest_paths(name: str) -> tuple[str, str]:
     return os.path.join(directory, "control.sock"), os.path.join(directory, "lock")
 
 
-def _is_live(lock: str) -> bool:
-    """``rundir.GuestDir.is_live``: a daemon holds the guest's lock."""
-    import fcntl
-
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _connect(name: str) -> socket.socket:
     path, lock = _guest_paths(name) if "/" not in name else ("", "")
-    if not _is_live(lock):
+    from colinux.control.lock import held
+
+    if not held(lock):
         from colinux.control.rundir import check_name
 
         check_name(name)  # a name that cannot be a guest's: say why
@@ -320,7 +305,7 @@ def _connect(name: str) -> socket.socket:
         except OSError as e:
             sock.close()
             starting = isinstance(e, FileNotFoundError | ConnectionRefusedError)
-            if not starting or time.monotonic() > deadline or not _is_live(lock):
+            if not starting or time.monotonic() > deadline or not held(lock):
                 raise ColinuxError(f"guest {name}: cannot reach its daemon: {e}") from e
             time.sleep(0.02)
 

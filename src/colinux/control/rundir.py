@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from colinux.control import lock
 from colinux.errors import ColinuxError, UserError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
@@ -99,17 +100,7 @@ class GuestDir:
 
     def is_live(self) -> bool:
         """True while a daemon holds this guest's lock."""
-        try:
-            fd = os.open(self.path / "lock", os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock.held(self.path / "lock")
 
     def remove_if_stale(self) -> None:
         """Remove the directory of a daemon that is gone (killed), holding its lock
